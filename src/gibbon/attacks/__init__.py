@@ -1,0 +1,21 @@
+"""Adversarial attacks: one file per method, each a function plus a registered frozen config.
+
+Every attack is called as ``attack(model, x, y, *, eps, norm, target, bounds, generator, ...)``
+and returns ``x_adv``. ``ATTACKS`` maps registry names to config classes;
+``parse_attack("pgd:steps=100,restarts=10")`` builds a config from a CLI spec.
+"""
+
+from gibbon.attacks.bim import BIM, bim, kurakin_schedule
+from gibbon.attacks.fgsm import FGSM, fgsm
+from gibbon.attacks.illc import ILLC, illc
+from gibbon.attacks.mifgsm import MIFGSM, mifgsm
+from gibbon.attacks.pgd import PGD, pgd
+from gibbon.attacks.registry import ATTACKS, AttackConfig, parse_attack, register
+from gibbon.attacks.rfgsm import RFGSM, rfgsm
+from gibbon.attacks._common import resolve_target
+
+__all__ = [
+    "ATTACKS", "AttackConfig", "parse_attack", "register", "resolve_target",
+    "fgsm", "FGSM", "rfgsm", "RFGSM", "bim", "BIM", "kurakin_schedule", "illc", "ILLC",
+    "mifgsm", "MIFGSM", "pgd", "PGD",
+]

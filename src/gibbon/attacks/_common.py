@@ -1,0 +1,90 @@
+"""Small pieces every gradient attack shares: the input gradient, targets, generators, boxes."""
+
+from __future__ import annotations
+
+import torch
+
+from gibbon.core.checks import GibbonInputError, check_attack_inputs, check_eps
+from gibbon.core.losses import get_loss
+
+DEFAULT_SEED = 0
+
+
+def default_generator(generator: torch.Generator | None) -> torch.Generator:
+    """The caller's generator, or a fresh one seeded with 0: attacks never touch the global RNG."""
+    return generator if generator is not None else torch.Generator().manual_seed(DEFAULT_SEED)
+
+
+def prepare(x, y, *, eps, bounds, target, norm_name: str, allowed_norms) -> tuple[float, float]:
+    """Validate one attack call; returns the checked bounds."""
+    if norm_name not in allowed_norms:
+        raise GibbonInputError(
+            f"this attack is defined for {', '.join(allowed_norms)}, not {norm_name}; pass norm={allowed_norms[0]!r}"
+        )
+    if eps is not None:
+        check_eps(eps)
+    return check_attack_inputs(x, y, bounds, target)
+
+
+def input_gradient(model, x_adv: torch.Tensor, labels: torch.Tensor, loss) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradient of the per-sample ``loss(model(x_adv), labels)`` w.r.t. ``x_adv`` only.
+
+    Uses ``torch.autograd.grad`` on a detached copy so no parameter ``.grad`` is filled and the
+    caller's tensor keeps its ``requires_grad``. Returns ``(grad, logits, loss_values)``.
+    """
+    x_var = x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x_var)
+        values = get_loss(loss)(logits, labels)
+        (grad,) = torch.autograd.grad(values.sum(), x_var)
+    return grad, logits.detach(), values.detach()
+
+
+def clamp_to_box(x_adv: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+    return x_adv.clamp(bounds[0], bounds[1])
+
+
+def scale(t: torch.Tensor, factor) -> torch.Tensor:
+    """``t * factor`` where factor is a float or a per-sample ``[B]`` tensor."""
+    if isinstance(factor, torch.Tensor) and factor.ndim == 1:
+        return t * factor.to(t.dtype).reshape(-1, *([1] * (t.ndim - 1)))
+    return t * factor
+
+
+def project_in_box(x: torch.Tensor, delta: torch.Tensor, norm, eps, bounds) -> torch.Tensor:
+    """Project ``delta`` onto the eps-ball, then into the box; returns the new ``delta``.
+
+    Clamping after the ball projection keeps both constraints: clamping only shrinks
+    coordinates of ``delta`` towards zero, which never leaves an Lp ball.
+    """
+    return clamp_to_box(x + norm.project(delta, eps), bounds) - x
+
+
+def least_likely(model, x: torch.Tensor) -> torch.Tensor:
+    """The class with the lowest logit on the clean input (Kurakin et al. 2017's target)."""
+    with torch.no_grad():
+        return model(x).argmin(dim=1)
+
+
+def random_target(y: torch.Tensor, num_classes: int, generator: torch.Generator | None) -> torch.Tensor:
+    """A uniformly random class different from ``y`` for each sample."""
+    g = default_generator(generator)
+    offset = torch.randint(1, num_classes, y.shape, generator=g, device=g.device).to(y.device)
+    return (y + offset) % num_classes
+
+
+def resolve_target(model, x: torch.Tensor, y: torch.Tensor, spec, *, num_classes: int, generator=None):
+    """Turn a CLI/user target (None, a class id, ``least-likely``, ``random``, a tensor) into labels."""
+    if spec is None or isinstance(spec, torch.Tensor):
+        return spec
+    if spec == "least-likely":
+        return least_likely(model, x)
+    if spec == "random":
+        return random_target(y, num_classes, generator)
+    try:
+        cls = int(spec)
+    except (TypeError, ValueError):
+        raise GibbonInputError(f"target must be a class id, 'least-likely' or 'random', got {spec!r}") from None
+    if not 0 <= cls < num_classes:
+        raise GibbonInputError(f"target class {cls} is outside 0..{num_classes - 1}")
+    return torch.full_like(y, cls)

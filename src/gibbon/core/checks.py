@@ -1,0 +1,49 @@
+"""Input validation shared by attacks and evaluation; every error says what to do."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class GibbonInputError(ValueError):
+    """Bad input from a user: the message says what to change."""
+
+
+def check_bounds(bounds) -> tuple[float, float]:
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise GibbonInputError(f"bounds must be a pair (low, high), got {bounds!r}") from None
+    if not lo < hi:
+        raise GibbonInputError(f"bounds must satisfy low < high, got {bounds!r}")
+    return lo, hi
+
+
+def check_eps(eps, *, name: str = "eps") -> None:
+    values = eps.flatten().tolist() if isinstance(eps, torch.Tensor) else [eps]
+    for v in values:
+        if v is None or not math.isfinite(float(v)) or float(v) < 0:
+            raise GibbonInputError(f"{name} must be a finite number >= 0, got {v!r}")
+
+
+def check_attack_inputs(x: torch.Tensor, y: torch.Tensor, bounds, target=None) -> tuple[float, float]:
+    """Validate one attack call's tensors; returns the checked ``(low, high)`` bounds."""
+    lo, hi = check_bounds(bounds)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise GibbonInputError("x must be a floating-point tensor of inputs (N, ...); convert with x.float()")
+    if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32):
+        raise GibbonInputError("y must be an integer tensor of class labels (N,); convert with y.long()")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise GibbonInputError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
+    if target is not None and (not isinstance(target, torch.Tensor) or target.shape != y.shape):
+        raise GibbonInputError(f"target must be a label tensor shaped like y {tuple(y.shape)}")
+    # a little slack: inputs saved as float16/uint8 and converted back can be off by rounding
+    slack = 1e-5 * (hi - lo)
+    if x.numel() and (x.min().item() < lo - slack or x.max().item() > hi + slack):
+        raise GibbonInputError(
+            f"inputs span [{x.min().item():.4g}, {x.max().item():.4g}] but bounds are ({lo:g}, {hi:g}); "
+            "pass the right bounds, or put the normalization inside the model"
+        )
+    return lo, hi
