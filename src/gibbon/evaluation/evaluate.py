@@ -1,0 +1,210 @@
+"""Robust accuracy of a model under a list of attacks at several eps, with the per-sample worst case.
+
+Threat model: whatever the attacks define (white- or black-box), one norm (linf, l2, l1, l0),
+untargeted unless ``target`` is given. Budget attacks are run at each eps; minimal-perturbation
+attacks (``minimal=True``) once, then scored at each eps from their per-sample distances.
+
+A sample is *robust* to an attack at eps when it is classified correctly on the clean input and
+the attack's output (checked to lie in the eps-ball and the input box) is not adversarial. It is
+robust in the *worst case* when it is robust to every attack. Samples misclassified on the clean
+input are never attacked. With ``cascade=True``, each attack only sees the samples every earlier
+attack failed on (AutoAttack's scheme): the worst case is the same, the per-attack numbers are
+cumulative.
+
+References:
+    Carlini et al. (2019), "On Evaluating Adversarial Robustness", arXiv:1902.06705.
+    Croce & Hein (2020), "Reliable evaluation of adversarial robustness with an ensemble of
+    diverse parameter-free attacks", arXiv:2003.01690 (the cascade, per-sample worst case).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gibbon.core.checks import GibbonInputError
+from gibbon.core.norms import get_norm
+from gibbon.evaluation.checkpoint import Checkpoint, fingerprint
+from gibbon.evaluation.inputs import (
+    describe_model, eps_list, eval_mode, now, resolve_attacks, resolve_device, resolve_target, unpack_data, versions,
+)
+from gibbon.evaluation.report import Report, Result, WorstCase, eps_to_json, jsonable
+from gibbon.evaluation.runner import SEED_SCHEME, ProgressBar, Runner, unit_result
+from gibbon.evaluation.sanity import SANITY_SAMPLES, model_checks, result_checks
+from gibbon.evaluation.stats import wilson_interval
+
+
+def evaluate(model, data, attacks, eps, *, norm: str = "linf", cascade: bool = False, batch_size: int = 250,
+             seed: int = 0, device=None, checkpoint=None, progress: bool = True, target=None,
+             bounds=None) -> Report:
+    """Clean and robust accuracy of ``model`` under ``attacks`` at each ``eps``, with the worst case.
+
+    Each attack call gets a fresh ``torch.Generator(device="cpu")`` seeded with
+    ``seed + 1000 * batch_index + attack_index`` (``batch_index`` counts the mini-batches of the
+    samples that attack sees in one unit), so two runs with the same arguments give the same
+    report up to timings. Mini-batching happens here; attacks always get a whole batch.
+
+    Args:
+        model: ``nn.Module`` mapping inputs to logits. Put in eval mode for the evaluation; every
+            submodule's training flag is restored afterwards.
+        data: a :class:`gibbon.data.Dataset`, or an ``(x, y)`` pair of tensors.
+        attacks: attack configs (instances of registered classes, or any callable with the attack
+            signature) or specs like ``"pgd:steps=100"``.
+        eps: one budget or a list of budgets (each >= 0). May be empty (or None) when every
+            attack is minimal: they are then scored unbounded, at ``eps = inf``.
+        norm: threat model, ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``.
+        cascade: attack, at each eps, only the samples still robust to the attacks before
+            (faster; per-attack results become cumulative and are marked ``partial``).
+        batch_size: samples per attack call.
+        seed: base seed of the attack generators (see above).
+        device: where inputs go; default the model's device.
+        checkpoint: path of a JSON file saving progress after each (attack, eps) unit; a rerun
+            with the same configuration resumes, a different one starts over with a warning.
+            The file is kept when the evaluation ends (rerunning then attacks nothing).
+        progress: show a rich progress bar.
+        target: None (untargeted), a class id, ``"least-likely"``, ``"random"`` or a label
+            tensor ``[N]``; a sample whose target is its own label cannot be broken.
+        bounds: valid input range; default the dataset's (``(0, 1)`` for tensor pairs).
+
+    Returns:
+        A :class:`Report` with one :class:`Result` per (attack, eps) in attack-major order, one
+        :class:`WorstCase` per eps, sanity warnings and the per-sample robust matrix.
+
+    Raises:
+        GibbonInputError: bad eps, a norm an attack does not define, inputs outside bounds, ...
+
+    Example:
+        >>> from gibbon.evaluation import evaluate
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+        >>> x, y = torch.rand(8, 1, 2, 2), torch.zeros(8, dtype=torch.long)
+        >>> noop = lambda model, x, y, **kw: x
+        >>> report = evaluate(model, (x, y), [noop], eps=[0.1], progress=False)
+        >>> report.robust_accuracy("<lambda>", 0.1) == report.clean_accuracy
+        True
+    """
+    started = now()
+    try:
+        norm_obj = get_norm(norm)
+    except ValueError as err:
+        raise GibbonInputError(str(err)) from None
+    chosen = resolve_attacks(attacks, norm_obj.name, targeted=target is not None)
+    eps_values = eps_list(eps, all_minimal=bool(chosen) and all(a.minimal for a in chosen))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise GibbonInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    x, y, bounds, dataset_info = unpack_data(data, bounds)
+    device = resolve_device(model, device)
+    n = int(x.shape[0])
+
+    with eval_mode(model):
+        runner = Runner(model, x, y, None, norm_obj, bounds, batch_size, seed, device, ProgressBar(False, 0))
+        logits = runner.predict(torch.arange(n))
+        if logits.ndim != 2 or int(y.max()) >= logits.shape[1]:
+            raise GibbonInputError(f"the model returns shape {tuple(logits.shape[1:])} per sample but labels go up "
+                                   f"to {int(y.max())}; it must return one logit per class")
+        clean = logits.argmax(dim=1) == y
+        runner.target = resolve_target(target, logits, y, seed)
+        warnings = model_checks(model, x[:SANITY_SAMPLES].to(device), y[:SANITY_SAMPLES].to(device))
+
+        fp = fingerprint(attacks=[{"name": a.name, "params": a.params} for a in chosen], eps=eps_values,
+                         norm=norm_obj.name, x=x, y=y, seed=seed, cascade=cascade, batch_size=batch_size,
+                         bounds=bounds, target=runner.target, model=model)
+        store = Checkpoint(checkpoint, fp, clean)
+        if store.warning:
+            warnings.append(store.warning)
+
+        per_unit = runner.batches(int(clean.sum()))
+        steps = per_unit * sum(1 if a.minimal and not cascade else len(eps_values) for a in chosen)
+        with ProgressBar(progress, steps) as bar:
+            runner.bar = bar
+            run_all = _run_cascade if cascade else _run_each
+            units = run_all(runner, chosen, eps_values, clean, store)
+
+    config = {
+        "attacks": [{"name": a.name, "params": a.params} for a in chosen], "eps": [eps_to_json(e) for e in eps_values],
+        "norm": norm_obj.name,
+        "cascade": bool(cascade), "batch_size": batch_size, "bounds": list(bounds),
+        "target": target if target is None or isinstance(target, (int, str)) else "tensor",
+        "device": str(device), "seed_scheme": SEED_SCHEME,
+    }
+    report = _report(chosen, eps_values, norm_obj.name, clean, units, cascade, warnings)
+    report.warnings.extend(result_checks(report.worst_case, norm_obj.name, bounds))
+    report.seed, report.versions, report.model = seed, versions(), describe_model(model)
+    report.dataset, report.config, report.started, report.finished = dataset_info, jsonable(config), started, now()
+    return report
+
+
+def _run_each(runner: Runner, chosen, eps_values, clean, store) -> dict:
+    """Every attack on every clean-correct sample; minimal attacks once (at the largest eps)."""
+    units, everyone, bar = {}, torch.arange(len(clean)), runner.bar
+    active = everyone[clean]
+    per_unit = runner.batches(len(active))
+    for a, attack in enumerate(chosen):
+        todo = []
+        for j in range(len(eps_values)):
+            saved = store.get(a, j)
+            if saved is None:
+                todo.append(j)
+            else:
+                units[(a, j)] = saved
+        if attack.minimal and todo:
+            bar.describe(f"{attack.name} (minimal)")
+            run = runner.run(a, attack, max(eps_values), active)
+            for j, e in enumerate(eps_values):
+                units[(a, j)] = unit_result(clean, active, run, e, runner.width, minimal=True, shared=True)
+                store.put(a, j, units[(a, j)])
+            store.save()
+            continue
+        bar.advance(per_unit * (1 if attack.minimal else len(eps_values) - len(todo)))
+        for j in todo:
+            bar.describe(f"{attack.name} eps={eps_values[j]:g}")
+            run = runner.run(a, attack, eps_values[j], active)
+            units[(a, j)] = unit_result(clean, active, run, eps_values[j], runner.width, minimal=False, shared=False)
+            store.put(a, j, units[(a, j)])
+            store.save()
+    return units
+
+
+def _run_cascade(runner: Runner, chosen, eps_values, clean, store) -> dict:
+    """At each eps, each attack only on the samples every earlier attack failed on."""
+    units, everyone, bar = {}, torch.arange(len(clean)), runner.bar
+    per_unit = runner.batches(int(clean.sum()))
+    for j, e in enumerate(eps_values):
+        still = clean
+        for a, attack in enumerate(chosen):
+            unit = store.get(a, j)
+            if unit is None:
+                bar.describe(f"{attack.name} eps={e:g} (cascade)")
+                active = everyone[still]
+                run = runner.run(a, attack, e, active)
+                unit = unit_result(still, active, run, e, runner.width, minimal=attack.minimal, shared=False)
+                store.put(a, j, unit)
+                store.save()
+                bar.advance(per_unit - runner.batches(len(active)))  # the bar counts full-size units
+            else:
+                bar.advance(per_unit)
+            units[(a, j)] = unit
+            still = unit["robust"]
+    return units
+
+
+def _report(chosen, eps_values, norm: str, clean, units: dict, cascade: bool, warnings: list) -> Report:
+    """Results (attack-major), per-sample worst cases and intervals from the finished units."""
+    n = len(clean)
+    per_sample = torch.zeros(len(chosen), len(eps_values), n, dtype=torch.bool)
+    results = []
+    for a, attack in enumerate(chosen):
+        for j, e in enumerate(eps_values):
+            unit = units[(a, j)]
+            per_sample[a, j] = unit["robust"]
+            warnings.extend(unit["warnings"])
+            k = int(unit["robust"].sum())
+            results.append(Result(attack=attack.name, params=attack.params, eps=e, norm=norm, robust_accuracy=k / n,
+                                  interval=wilson_interval(k, n), seconds=float(unit["seconds"]),
+                                  gradients=int(unit["gradients"]), forwards=int(unit["forwards"]),
+                                  partial=bool(cascade and a > 0), extra=jsonable(unit["extra"])))
+    worst_case = []
+    for j, e in enumerate(eps_values):
+        k = int((clean & per_sample[:, j].all(dim=0)).sum())
+        worst_case.append(WorstCase(eps=e, norm=norm, robust_accuracy=k / n, interval=wilson_interval(k, n)))
+    k_clean = int(clean.sum())
+    return Report(clean_accuracy=k_clean / n, clean_interval=wilson_interval(k_clean, n), n=n, results=results,
+                  worst_case=worst_case, warnings=warnings, clean_correct=clean, per_sample=per_sample)

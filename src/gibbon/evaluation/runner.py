@@ -1,0 +1,156 @@
+"""Running one attack over a set of samples: mini-batches, generators, counting, validation.
+
+Mini-batching happens here, never inside attacks. Each attack call gets its own CPU generator
+(:func:`attack_seed`), its outputs are checked against the threat model (finite, inside the
+bounds, inside the eps-ball for budget attacks) and its cost counted with :class:`CountingModel`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from gibbon.core.goals import is_adversarial
+from gibbon.evaluation.counting import CountingModel
+
+SEED_SCHEME = "seed + 1000 * batch_index + attack_index"
+
+
+def attack_seed(seed: int, batch_index: int, attack_index: int) -> int:
+    """Seed of the CPU generator given to attack ``attack_index`` on its ``batch_index``-th batch.
+
+    ``batch_index`` counts the mini-batches of the samples handed to that attack in one
+    (attack, eps) unit, so a rerun (or a resumed run) draws the same numbers.
+    """
+    return seed + 1000 * batch_index + attack_index
+
+
+def within(distance: torch.Tensor, eps: float, width: float) -> torch.Tensor:
+    # a few float32 ulps of slack: rounding of x + delta alone can exceed eps slightly
+    return distance <= eps * (1 + 1e-5) + 1e-6 * width
+
+
+def distance_stats(dist: torch.Tensor) -> dict:
+    values = dist.double().cpu().numpy()
+    if values.size == 0:
+        return {"count": 0, "mean": None, "median": None, "q25": None, "q75": None, "q90": None}
+    q25, median, q75, q90 = (float(v) for v in np.quantile(values, [0.25, 0.5, 0.75, 0.9]))
+    return {"count": int(values.size), "mean": float(values.mean()), "median": median,
+            "q25": q25, "q75": q75, "q90": q90}
+
+
+class Runner:
+    """Runs one attack over a set of sample indices in mini-batches; counts, times, validates."""
+
+    def __init__(self, model, x, y, target, norm, bounds, batch_size, seed, device, bar):
+        self.model, self.x, self.y, self.target = model, x, y, target
+        self.norm, self.bounds, self.batch_size, self.seed, self.device = norm, bounds, batch_size, seed, device
+        self.width = bounds[1] - bounds[0]
+        self.counting = CountingModel(model)
+        self.bar = bar
+
+    def batches(self, count: int) -> int:
+        return math.ceil(count / self.batch_size)
+
+    def predict(self, indices: torch.Tensor) -> torch.Tensor:
+        """Clean logits of the given samples (batched, no grad), on the CPU."""
+        out = []
+        with torch.no_grad():
+            for chunk in indices.split(self.batch_size):
+                out.append(self.model(self.x[chunk].to(self.device)).detach().cpu())
+        return torch.cat(out)
+
+    def run(self, attack_index: int, attack, eps: float, active: torch.Tensor) -> dict:
+        """Attack samples ``active`` (indices) at ``eps``; success / distance / validity per sample."""
+        success = torch.zeros(len(active), dtype=torch.bool)
+        distance = torch.zeros(len(active), dtype=torch.float64)
+        invalid, worst = 0, 0.0
+        self.counting.reset()
+        start = time.perf_counter()
+        offset = 0
+        for b, chunk in enumerate(active.split(self.batch_size) if len(active) else ()):
+            xb, yb = self.x[chunk].to(self.device), self.y[chunk].to(self.device)
+            tb = self.target[chunk].to(self.device) if self.target is not None else None
+            generator = torch.Generator(device="cpu").manual_seed(attack_seed(self.seed, b, attack_index))
+            x_adv = attack.call(self.counting, xb, yb, eps=eps if math.isfinite(eps) else None, norm=self.norm.name,
+                                bounds=self.bounds,
+                                target=tb, generator=generator)
+            if not isinstance(x_adv, torch.Tensor) or x_adv.shape != xb.shape:
+                raise RuntimeError(f"attack {attack.name} returned {getattr(x_adv, 'shape', type(x_adv))}; "
+                                   f"expected a tensor of shape {tuple(xb.shape)}")
+            x_adv = x_adv.detach().to(device=xb.device, dtype=xb.dtype)
+            with torch.no_grad():
+                fooled = is_adversarial(self.model(x_adv), yb, tb)
+            if tb is not None:
+                fooled &= tb != yb  # reaching one's own label is not an attack
+            flat = x_adv.reshape(len(chunk), -1)
+            dist = self.norm.distance(x_adv - xb).double()
+            slack = 1e-5 * self.width
+            valid = (torch.isfinite(flat).all(dim=1) & (flat >= self.bounds[0] - slack).all(dim=1)
+                     & (flat <= self.bounds[1] + slack).all(dim=1))
+            if not attack.minimal:
+                valid &= within(dist, eps, self.width)
+            if (~valid).any():
+                invalid += int((~valid).sum())
+                worst = max(worst, float(torch.nan_to_num(dist[~valid], nan=math.inf).max()))
+            success[offset:offset + len(chunk)] = (fooled & valid).cpu()
+            distance[offset:offset + len(chunk)] = dist.cpu()
+            offset += len(chunk)
+            self.bar.advance()
+        warnings = []
+        if invalid:
+            warnings.append(
+                f"attack {attack.name} at eps={eps:g} returned {invalid} of {len(active)} inputs outside the threat "
+                f"model (non-finite, outside bounds {tuple(self.bounds)}, or {self.norm.name} distance up to "
+                f"{worst:.4g} > eps); they were counted as not adversarial: the attack has a bug"
+            )
+        return {"success": success, "distance": distance, "seconds": time.perf_counter() - start,
+                "forwards": self.counting.forwards, "gradients": self.counting.gradients, "warnings": warnings}
+
+
+def unit_result(base: torch.Tensor, active: torch.Tensor, run: dict, eps: float, width: float, *,
+                minimal: bool, shared: bool) -> dict:
+    """Per-sample robust vector (all N samples) and bookkeeping for one (attack, eps) result."""
+    broken = run["success"] & within(run["distance"], eps, width) if minimal else run["success"]
+    robust = base.clone()
+    robust[active] = ~broken
+    extra = {"attacked": int(len(active))}
+    if minimal:
+        extra["run_once"] = shared
+        extra["distance"] = distance_stats(run["distance"][run["success"]])
+    return {"robust": robust, "seconds": run["seconds"], "forwards": run["forwards"],
+            "gradients": run["gradients"], "extra": extra, "warnings": run["warnings"]}
+
+
+class ProgressBar:
+    """A rich progress bar over (attack, eps, batch) steps, or nothing."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.progress = self.task = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TimeRemainingColumn())
+            self.task = self.progress.add_task("evaluating", total=total)
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[0].total)
+            self.progress.stop()
+
+    def describe(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=text)
+
+    def advance(self, steps: int = 1) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, steps)

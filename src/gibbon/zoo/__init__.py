@@ -1,0 +1,19 @@
+"""Model zoo: literature architectures by name, a seeded resumable trainer, safetensors
+save/load with JSON model cards, and a cache of trained models.
+
+    >>> from gibbon import zoo
+    >>> model = zoo.build("madry-cnn", "mnist")
+    >>> zoo.fit(model, train, epochs=2, val=val)
+    >>> zoo.save(model, "runs/madry.safetensors", {"dataset": "mnist", "seed": 0})
+    >>> model = zoo.load(zoo.trained("mlp-200-200", "digits", epochs=5))
+"""
+
+from gibbon.zoo.architectures import ARCHITECTURES, build
+from gibbon.zoo.cache import list_cached, trained
+from gibbon.zoo.io import load, load_user_model, save
+from gibbon.zoo.training import FitResult, accuracy, fit
+
+__all__ = [
+    "ARCHITECTURES", "build", "fit", "FitResult", "accuracy",
+    "save", "load", "load_user_model", "trained", "list_cached",
+]
