@@ -83,7 +83,7 @@ def main_job_model(seed: int, device: str):
 
     console.print(f"[bold]main job[/]: {MAIN_ARCH} on {MAIN_DATASET} ({MAIN_EPOCHS} epochs, trained once and cached)")
     path = zoo.trained(MAIN_ARCH, MAIN_DATASET, epochs=MAIN_EPOCHS, seed=seed)
-    console.print(f"model: {path}")
+    console.print(f"model: {path}", soft_wrap=True)
     return zoo.load(path, device=device)
 
 
@@ -148,14 +148,13 @@ def evaluate(
     from gibbon.attacks import parse_attack
     from gibbon.core.norms import get_norm
     from gibbon.evaluation import evaluate as run_evaluation
+    from gibbon.evaluation.inputs import resolve_attacks
 
     check_seed_and_batch(seed, batch_size)
     device = resolve_device(device)
     norm = get_norm(norm).name
     configs = [parse_attack(spec) for spec in attack]
-    for cfg in configs:
-        if norm not in cfg.norms:
-            raise GibbonInputError(f"attack {cfg.name} is defined for {', '.join(cfg.norms)} only; pass --norm {cfg.norms[0]}")
+    resolve_attacks(configs, norm, targeted=False)  # fail fast on a norm the attack does not define
     if model_spec is None:
         configs = configs or [parse_attack(s) for s in MAIN_ATTACKS]
         eps = eps or MAIN_EPS
@@ -202,13 +201,13 @@ def attack(
     from gibbon.core.checks import check_eps
     from gibbon.core.norms import get_norm
     from gibbon.attacks.run import run_attack, save_npz
+    from gibbon.evaluation.inputs import resolve_attacks
 
     check_seed_and_batch(seed, batch_size)
     device = resolve_device(device)
     cfg = parse_attack(attack_spec)
     norm_obj = get_norm(norm)
-    if norm_obj.name not in cfg.norms:
-        raise GibbonInputError(f"attack {cfg.name} is defined for {', '.join(cfg.norms)} only; pass --norm {cfg.norms[0]}")
+    resolve_attacks([cfg], norm_obj.name, targeted=target is not None)
     if eps is None and not cfg.minimal:
         raise GibbonInputError(f"attack {cfg.name} needs a budget: pass --eps (e.g. --eps 0.3)")
     if eps is not None:
@@ -297,7 +296,7 @@ def reproduce(
     for col in ("quantity", "paper", "ours", "target", "ok"):
         table.add_column(col)
     for row in outcome["rows"]:
-        table.add_row(row["quantity"], row["paper"], f"{row['ours']:.4g}", row["target"], "yes" if row["ok"] else "NO")
+        table.add_row(row["quantity"], row["paper"], f"{row['ours']:.2%}", row["target"], "yes" if row["ok"] else "NO")
     out.print(table)
     out.print(f"written to {path}")
 

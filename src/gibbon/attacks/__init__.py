@@ -12,10 +12,9 @@ from gibbon.attacks.mifgsm import MIFGSM, mifgsm
 from gibbon.attacks.pgd import PGD, pgd
 from gibbon.attacks.registry import ATTACKS, AttackConfig, parse_attack, register
 from gibbon.attacks.rfgsm import RFGSM, rfgsm
-from gibbon.attacks._common import resolve_target
 
 __all__ = [
-    "ATTACKS", "AttackConfig", "parse_attack", "register", "resolve_target",
+    "ATTACKS", "AttackConfig", "parse_attack", "register",
     "fgsm", "FGSM", "rfgsm", "RFGSM", "bim", "BIM", "kurakin_schedule", "illc", "ILLC",
     "mifgsm", "MIFGSM", "pgd", "PGD",
 ]

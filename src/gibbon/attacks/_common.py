@@ -64,27 +64,3 @@ def least_likely(model, x: torch.Tensor) -> torch.Tensor:
     """The class with the lowest logit on the clean input (Kurakin et al. 2017's target)."""
     with torch.no_grad():
         return model(x).argmin(dim=1)
-
-
-def random_target(y: torch.Tensor, num_classes: int, generator: torch.Generator | None) -> torch.Tensor:
-    """A uniformly random class different from ``y`` for each sample."""
-    g = default_generator(generator)
-    offset = torch.randint(1, num_classes, y.shape, generator=g, device=g.device).to(y.device)
-    return (y + offset) % num_classes
-
-
-def resolve_target(model, x: torch.Tensor, y: torch.Tensor, spec, *, num_classes: int, generator=None):
-    """Turn a CLI/user target (None, a class id, ``least-likely``, ``random``, a tensor) into labels."""
-    if spec is None or isinstance(spec, torch.Tensor):
-        return spec
-    if spec == "least-likely":
-        return least_likely(model, x)
-    if spec == "random":
-        return random_target(y, num_classes, generator)
-    try:
-        cls = int(spec)
-    except (TypeError, ValueError):
-        raise GibbonInputError(f"target must be a class id, 'least-likely' or 'random', got {spec!r}") from None
-    if not 0 <= cls < num_classes:
-        raise GibbonInputError(f"target class {cls} is outside 0..{num_classes - 1}")
-    return torch.full_like(y, cls)

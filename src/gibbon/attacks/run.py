@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gibbon.attacks._common import resolve_target
 from gibbon.core.goals import is_adversarial
 from gibbon.core.norms import get_norm
 
@@ -47,6 +46,8 @@ def run_attack(model, data, attack, *, eps, norm="linf", target=None, batch_size
     """
     from rich.progress import Progress
 
+    from gibbon.evaluation.inputs import resolve_target
+
     norm_obj = get_norm(norm)
     was_training = model.training
     model.eval()
@@ -58,7 +59,11 @@ def run_attack(model, data, attack, *, eps, norm="linf", target=None, batch_size
                 x = data.x[start : start + batch_size].to(device)
                 y = data.y[start : start + batch_size].to(device)
                 gen = torch.Generator().manual_seed(seed + i)
-                t = resolve_target(model, x, y, target, num_classes=data.num_classes, generator=gen)
+                if target is not None:
+                    with torch.no_grad():
+                        t = resolve_target(target, model(x), y, seed + i).to(device)
+                else:
+                    t = None
                 x_adv = attack(model, x, y, eps=eps if eps is not None else 0.0, norm=norm_obj.name, target=t,
                                bounds=data.bounds, generator=gen)
                 with torch.no_grad():
