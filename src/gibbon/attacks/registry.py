@@ -24,6 +24,8 @@ class AttackConfig:
         minimal: True for minimal-perturbation attacks (eps ignored for crafting, scored at each eps).
         randomized: True when the output depends on ``generator``.
         targeted_only: True when the method needs a target class.
+        black_box: True when the method only queries scores (never a gradient) and honours
+            ``max_queries`` per sample.
     """
 
     name: ClassVar[str] = ""
@@ -31,6 +33,7 @@ class AttackConfig:
     minimal: ClassVar[bool] = False
     randomized: ClassVar[bool] = False
     targeted_only: ClassVar[bool] = False
+    black_box: ClassVar[bool] = False
 
     def params(self) -> dict:
         """Hyper-parameters as a JSON-ready dict (for reports and ``repr``)."""
