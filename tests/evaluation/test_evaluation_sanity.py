@@ -83,3 +83,49 @@ def test_sanity_checks_leave_the_model_alone(linear_digits):
     evaluate(model, data, [NoOpAttack()], 0.1, progress=False)
     assert all(p.grad is None for p in model.parameters())
     assert torch.equal(torch.get_rng_state(), state)
+
+
+@dataclass(frozen=True)
+class RandomSearchAttack(AttackConfig):
+    """Gradient-free: tries random sign corners of the ball and keeps the first that fools."""
+
+    name = "test-random-search"
+    tries: int = 20
+
+    def __call__(self, model, x, y, *, eps, norm, bounds, target=None, generator=None):
+        best = x.clone()
+        with torch.no_grad():
+            for _ in range(self.tries):
+                u = torch.rand(x.shape, generator=generator)
+                cand = (x + eps * torch.sign(u - 0.5)).clamp(*bounds)
+                fooled = model(cand).argmax(1) != y
+                best[fooled] = cand[fooled]
+        return best
+
+
+@pytest.mark.parametrize("cascade", [False, True])
+def test_gradient_free_attack_beating_gradient_attack_is_flagged(linear_digits, cascade):
+    model, data = linear_digits
+    masked = QuantizedModel(model)
+    report = evaluate(masked, data, [StepAttack(), RandomSearchAttack()], [0.3], cascade=cascade, progress=False)
+    step = report.robust_accuracy("test-step", 0.3)
+    search = report.robust_accuracy("test-random-search", 0.3)
+    assert search < step - 0.05, (step, search)
+    assert len(messages(report, "gradient-free attack test-random-search")) == 1, report.warnings
+
+
+def test_gradient_free_attack_not_flagged_when_gradients_work(linear_digits):
+    model, data = linear_digits
+    report = evaluate(model, data, [StepAttack(), RandomSearchAttack()], [0.3], progress=False)
+    assert not messages(report, "gradient-free"), report.warnings
+
+
+def test_attack_accuracy_rising_with_eps_is_flagged():
+    from gibbon.evaluation.report import Result
+    from gibbon.evaluation.sanity import attack_checks
+
+    rows = [Result(name, {}, eps, "linf", acc, (0, 1), gradients=10, forwards=10)
+            for eps, acc, name in [(0.1, 0.5, "pgd"), (0.2, 0.6, "pgd"), (0.3, 0.1, "pgd"), (0.1, 0.4, "fgsm")]]
+    warnings = attack_checks(rows, cascade=False)
+    assert len(warnings) == 1 and "rises with eps" in warnings[0] and "pgd" in warnings[0]
+    assert attack_checks(rows, cascade=True) == []

@@ -29,7 +29,7 @@ from gibbon.evaluation.inputs import (
 )
 from gibbon.evaluation.report import Report, Result, WorstCase, eps_to_json, jsonable
 from gibbon.evaluation.runner import SEED_SCHEME, ProgressBar, Runner, unit_result
-from gibbon.evaluation.sanity import SANITY_SAMPLES, model_checks, result_checks
+from gibbon.evaluation.sanity import SANITY_SAMPLES, attack_checks, model_checks, result_checks
 from gibbon.evaluation.stats import wilson_interval
 
 
@@ -127,6 +127,7 @@ def evaluate(model, data, attacks, eps, *, norm: str = "linf", cascade: bool = F
     }
     report = _report(chosen, eps_values, norm_obj.name, clean, units, cascade, warnings)
     report.warnings.extend(result_checks(report.worst_case, norm_obj.name, bounds))
+    report.warnings.extend(attack_checks(report.results, cascade))
     report.seed, report.versions, report.model = seed, versions(), describe_model(model)
     report.dataset, report.config, report.started, report.finished = dataset_info, jsonable(config), started, now()
     return report

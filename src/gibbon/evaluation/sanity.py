@@ -127,3 +127,48 @@ def result_checks(worst_case, norm: str, bounds: tuple[float, float]) -> list[st
                     "or a constant model)"
                 )
     return warnings
+
+
+def attack_checks(results, cascade: bool) -> list[str]:
+    """Post-attack checks across attacks (a list of ``Result``); return warnings.
+
+    * A gradient-free attack (it asked for no gradient but forwarded queries: Square, one-pixel,
+      ...) that breaks samples the gradient attacks left robust: the gradients mislead
+      (AutoAttack's check; Athalye et al. 2018's "black-box beats white-box" symptom).
+    * One attack's robust accuracy rising with eps (non-cascade runs with several attacks: in a
+      cascade the per-attack numbers depend on the attacks before).
+    """
+    warnings: list[str] = []
+    by_eps: dict[float, list] = {}
+    for r in results:
+        by_eps.setdefault(r.eps, []).append(r)
+    for eps, rows in by_eps.items():
+        for i, r in enumerate(rows):
+            if r.gradients or not r.forwards:
+                continue
+            white_before = [w for w in rows[:i] if w.gradients] if cascade else [w for w in rows if w.gradients]
+            if not white_before:
+                continue
+            # in a cascade the numbers are cumulative: compare with the row just before
+            reference = rows[i - 1].robust_accuracy if cascade else min(w.robust_accuracy for w in white_before)
+            if r.robust_accuracy < reference - MONOTONE_SLACK:
+                warnings.append(
+                    f"the gradient-free attack {r.attack} lowers robust accuracy below the gradient attacks at "
+                    f"eps={eps:g} ({r.robust_accuracy:.1%} vs {reference:.1%}): the gradients are misleading "
+                    "(gradient masking); trust the worst case, and try BPDA/EOT or a margin/DLR loss"
+                )
+    by_attack: dict[tuple, list] = {}
+    for r in results:
+        by_attack.setdefault((r.attack, repr(r.params)), []).append(r)
+    # with one attack the worst-case check in result_checks already says it
+    if not cascade and len(by_attack) > 1:
+        for (name, _), rows in by_attack.items():
+            rows = sorted(rows, key=lambda r: r.eps)
+            for smaller, larger in zip(rows, rows[1:]):
+                if larger.robust_accuracy > smaller.robust_accuracy + MONOTONE_SLACK:
+                    warnings.append(
+                        f"{name}'s robust accuracy rises with eps ({smaller.robust_accuracy:.1%} at "
+                        f"eps={smaller.eps:g}, {larger.robust_accuracy:.1%} at eps={larger.eps:g}): the attack is "
+                        "not converging (too few steps, too small a step, or gradient masking)"
+                    )
+    return warnings
