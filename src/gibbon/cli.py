@@ -137,6 +137,7 @@ def evaluate(
     eps: List[float] = typer.Option([], "--eps", help="Budget; repeat for several."),
     norm: str = typer.Option("linf", "--norm", help="linf, l2, l1 or l0."),
     cascade: bool = typer.Option(False, "--cascade", help="Attack only samples still robust (fast worst case)."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="reliable (AutoAttack's ensemble) or quick; implies --cascade."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Resume file for long evaluations."),
     seed: int = SeedOpt,
@@ -149,11 +150,12 @@ def evaluate(
     from gibbon.core.norms import get_norm
     from gibbon.evaluation import evaluate as run_evaluation
     from gibbon.evaluation.inputs import resolve_attacks
+    from gibbon.evaluation.suites import suite_attacks
 
     check_seed_and_batch(seed, batch_size)
     device = resolve_device(device)
     norm = get_norm(norm).name
-    configs = [parse_attack(spec) for spec in attack]
+    configs = [parse_attack(spec) for spec in (suite_attacks(suite) if suite else []) + list(attack)]
     resolve_attacks(configs, norm, targeted=False)  # fail fast on a norm the attack does not define
     if model_spec is None:
         configs = configs or [parse_attack(s) for s in MAIN_ATTACKS]
@@ -169,7 +171,7 @@ def evaluate(
     data = gdata.load(dataset, split, n=n)
     model = main_job_model(seed, device) if model_spec is None else load_model(model_spec, weights, device)
     check_model_fits(model, data)
-    report = run_evaluation(model, data, configs, eps, norm=norm, cascade=cascade, batch_size=batch_size, seed=seed,
+    report = run_evaluation(model, data, configs, eps, norm=norm, cascade=cascade or suite is not None, batch_size=batch_size, seed=seed,
                             device=device, checkpoint=checkpoint, progress=True)
     out.print(report.table())
     for warning in report.warnings:

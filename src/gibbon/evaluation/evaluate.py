@@ -31,11 +31,12 @@ from gibbon.evaluation.report import Report, Result, WorstCase, eps_to_json, jso
 from gibbon.evaluation.runner import SEED_SCHEME, ProgressBar, Runner, unit_result
 from gibbon.evaluation.sanity import SANITY_SAMPLES, attack_checks, model_checks, result_checks
 from gibbon.evaluation.stats import wilson_interval
+from gibbon.evaluation.suites import suite_attacks
 
 
-def evaluate(model, data, attacks, eps, *, norm: str = "linf", cascade: bool = False, batch_size: int = 250,
-             seed: int = 0, device=None, checkpoint=None, progress: bool = True, target=None,
-             bounds=None) -> Report:
+def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade: bool = False,
+             batch_size: int = 250, seed: int = 0, device=None, checkpoint=None, progress: bool = True, target=None,
+             bounds=None, suite: str | None = None) -> Report:
     """Clean and robust accuracy of ``model`` under ``attacks`` at each ``eps``, with the worst case.
 
     Each attack call gets a fresh ``torch.Generator(device="cpu")`` seeded with
@@ -64,6 +65,8 @@ def evaluate(model, data, attacks, eps, *, norm: str = "linf", cascade: bool = F
         target: None (untargeted), a class id, ``"least-likely"``, ``"random"`` or a label
             tensor ``[N]``; a sample whose target is its own label cannot be broken.
         bounds: valid input range; default the dataset's (``(0, 1)`` for tensor pairs).
+        suite: a named attack suite (``"reliable"``: AutoAttack's ensemble, ``"quick"``; see
+            :mod:`gibbon.evaluation.suites`) run before ``attacks``; implies ``cascade=True``.
 
     Returns:
         A :class:`Report` with one :class:`Result` per (attack, eps) in attack-major order, one
@@ -86,6 +89,12 @@ def evaluate(model, data, attacks, eps, *, norm: str = "linf", cascade: bool = F
         norm_obj = get_norm(norm)
     except ValueError as err:
         raise GibbonInputError(str(err)) from None
+    if suite is not None:
+        extra = [attacks] if isinstance(attacks, str) or callable(attacks) else list(attacks or [])
+        attacks = suite_attacks(suite) + extra
+        cascade = True
+    if not attacks:
+        raise GibbonInputError("pass at least one attack (e.g. ['pgd']) or a suite (suite='reliable')")
     chosen = resolve_attacks(attacks, norm_obj.name, targeted=target is not None)
     eps_values = eps_list(eps, all_minimal=bool(chosen) and all(a.minimal for a in chosen))
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -123,7 +132,7 @@ def evaluate(model, data, attacks, eps, *, norm: str = "linf", cascade: bool = F
         "norm": norm_obj.name,
         "cascade": bool(cascade), "batch_size": batch_size, "bounds": list(bounds),
         "target": target if target is None or isinstance(target, (int, str)) else "tensor",
-        "device": str(device), "seed_scheme": SEED_SCHEME,
+        "device": str(device), "seed_scheme": SEED_SCHEME, "suite": suite,
     }
     report = _report(chosen, eps_values, norm_obj.name, clean, units, cascade, warnings)
     report.warnings.extend(result_checks(report.worst_case, norm_obj.name, bounds))
