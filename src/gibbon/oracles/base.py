@@ -1,0 +1,154 @@
+"""The black-box view of a model: scores (or labels) for inputs, never a gradient, every query counted.
+
+An :class:`Oracle` wraps any callable ``x -> scores`` (a torch model, later a scikit-learn, ONNX
+or HTTP adapter). One query is one input row. Queries are counted in total and per sample: a
+call may say which sample each row belongs to (``idx``), so an attack that queries only its
+unsolved samples, or many candidates of one sample at once, keeps exact per-sample counts. An
+optional per-sample budget ``max_queries`` is enforced *before* the model runs; attacks ask
+``oracle.remaining(idx)`` and stop cleanly instead of hitting :class:`QueryBudgetExceeded`.
+
+The output can be hardened to face each API style: raw ``"scores"``, top-1 ``"label"`` only, or
+scores ``"rounded"`` to ``decimals`` places (a common defence against score-based attacks).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gibbon.core.checks import GibbonInputError
+
+UNLIMITED = torch.iinfo(torch.int64).max  # what remaining() reports without a budget
+OUTPUTS = ("scores", "label", "rounded")
+
+
+class GradientRefusedError(RuntimeError):
+    """An oracle was given an input that requires grad: black boxes never give gradients."""
+
+
+class QueryBudgetExceeded(RuntimeError):
+    """A call would take some sample past its per-sample query budget."""
+
+
+class Oracle:
+    """Query-counting, gradient-refusing black-box view of ``model``.
+
+    Args:
+        model: callable ``x -> scores [B, K]`` (logits or probabilities), or another Oracle (then
+            this one is a view with its own counts and budget, and the inner one still counts
+            and enforces its own).
+        max_queries: per-sample budget (None: unlimited).
+        n: number of samples tracked (None: grows with the largest ``idx`` seen).
+        output: ``"scores"`` (as the model gives), ``"label"`` (top-1 class ``[B]`` only) or
+            ``"rounded"`` (scores rounded to ``decimals`` places).
+        decimals: rounding for ``output="rounded"``.
+
+    Example:
+        >>> oracle = Oracle(torch.nn.Linear(4, 3), max_queries=2, n=2)
+        >>> oracle(torch.zeros(3, 4), idx=torch.tensor([0, 0, 1])).shape
+        torch.Size([3, 3])
+        >>> oracle.total, oracle.queries.tolist(), oracle.remaining().tolist()
+        (3, [2, 1], [0, 1])
+    """
+
+    def __init__(self, model, *, max_queries: int | None = None, n: int | None = None, output: str = "scores",
+                 decimals: int = 2):
+        if output not in OUTPUTS:
+            raise GibbonInputError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        if max_queries is not None and (isinstance(max_queries, bool) or int(max_queries) != max_queries
+                                        or max_queries < 0):
+            raise GibbonInputError(f"max_queries must be a whole number >= 0 or None, got {max_queries!r}")
+        self.model, self.output, self.decimals = model, output, int(decimals)
+        self.max_queries = None if max_queries is None else int(max_queries)
+        self.queries = torch.zeros(0 if n is None else int(n), dtype=torch.int64)  # per sample, on CPU
+        self.fixed_n = n is not None
+        self.total = 0
+
+    def _rows(self, x: torch.Tensor, idx) -> torch.Tensor:
+        if idx is None:
+            return torch.arange(x.shape[0])
+        idx = torch.as_tensor(idx).detach().reshape(-1).cpu().long()
+        if idx.shape[0] != x.shape[0]:
+            raise GibbonInputError(f"idx must give one sample index per row of x ({x.shape[0]}), got {idx.shape[0]}")
+        if idx.numel() and int(idx.min()) < 0:
+            raise GibbonInputError("idx must hold sample indices >= 0")
+        return idx
+
+    def _grow(self, size: int) -> None:
+        if size > self.queries.shape[0]:
+            if self.fixed_n:
+                raise GibbonInputError(
+                    f"sample index {size - 1} out of range for an oracle tracking n={len(self.queries)}")
+            self.queries = torch.cat([self.queries, torch.zeros(size - len(self.queries), dtype=torch.int64)])
+
+    def remaining(self, idx=None) -> torch.Tensor:
+        """Queries left per sample ``[len(idx)]`` (all tracked samples when None); ``UNLIMITED`` without a budget."""
+        idx = torch.arange(len(self.queries)) if idx is None else torch.as_tensor(idx).reshape(-1).cpu().long()
+        self._grow(int(idx.max()) + 1 if idx.numel() else 0)
+        left = (torch.full((len(idx),), UNLIMITED, dtype=torch.int64) if self.max_queries is None
+                else self.max_queries - self.queries[idx])
+        if isinstance(self.model, Oracle):
+            left = torch.minimum(left, self.model.remaining(idx))
+        return left
+
+    def __call__(self, x: torch.Tensor, idx=None) -> torch.Tensor:
+        """Scores for the rows of ``x`` (``idx[i]``: the sample row ``i`` belongs to; default row ``i``)."""
+        if isinstance(x, torch.Tensor) and x.requires_grad:
+            raise GradientRefusedError(
+                "an oracle is a black box and never gives gradients, but this input requires grad; "
+                "query with x.detach() (score-based attacks need only forward passes)")
+        rows = self._rows(x, idx)
+        self._grow(int(rows.max()) + 1 if rows.numel() else 0)
+        added = torch.bincount(rows, minlength=len(self.queries))
+        if self.max_queries is not None and bool((self.queries + added > self.max_queries).any()):
+            worst = int((self.queries + added - self.max_queries).argmax())
+            raise QueryBudgetExceeded(
+                f"this call would take sample {worst} to {int(self.queries[worst] + added[worst])} queries, over its "
+                f"budget max_queries={self.max_queries}; check oracle.remaining(idx) before querying")
+        with torch.no_grad():
+            out = self.model(x, idx) if isinstance(self.model, Oracle) else self.model(x)
+        self.queries += added
+        self.total += int(rows.numel())
+        if self.output == "label":
+            return out.argmax(dim=1) if out.ndim > 1 else out
+        if self.output == "rounded":
+            return torch.round(out, decimals=self.decimals)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Oracle(max_queries={self.max_queries}, output={self.output!r}, total={self.total})"
+
+
+def as_oracle(model_or_oracle, max_queries: int | None = None, n: int | None = None) -> Oracle:
+    """An Oracle for ``model_or_oracle``: a model is wrapped; an Oracle is passed through as is.
+
+    With ``max_queries`` an Oracle is wrapped in a view with that per-sample budget for this use
+    (say, one attack call), the outer oracle still counting and enforcing its own budget.
+
+    Example:
+        >>> oracle = as_oracle(torch.nn.Linear(2, 2))
+        >>> as_oracle(oracle) is oracle
+        True
+    """
+    if isinstance(model_or_oracle, Oracle) and max_queries is None:
+        return model_or_oracle
+    return Oracle(model_or_oracle, max_queries=max_queries, n=n)
+
+
+def requires_scores(scores: torch.Tensor, attack: str) -> torch.Tensor:
+    """Check an oracle answered with scores ``[B, K]``: score-based attacks cannot use labels only."""
+    if scores.ndim != 2 or not scores.is_floating_point():
+        raise GibbonInputError(f"{attack} is score-based and needs scores [B, K]; this oracle returns labels only "
+                               "(use a decision-based attack)")
+    return scores
+
+
+def to_probabilities(scores: torch.Tensor) -> torch.Tensor:
+    """Scores as probabilities: rows already non-negative and summing to 1 are kept, others are softmaxed.
+
+    Example:
+        >>> to_probabilities(torch.tensor([[0.0, 0.0]])).tolist()
+        [[0.5, 0.5]]
+    """
+    if bool((scores >= 0).all()) and bool(torch.allclose(scores.sum(dim=1), torch.ones(()).to(scores), atol=1e-3)):
+        return scores
+    return scores.softmax(dim=1)
