@@ -19,6 +19,7 @@ from gibbon.attacks._loop import Best
 from gibbon.attacks.apgd import _run, _untargeted, checkpoints, halve_step, project_l1_box
 from gibbon.core.losses import cross_entropy
 from gibbon.core.norms import L1, L2, LINF, get_norm
+from _linear import linear_case
 
 
 def robust(model, x, y, x_adv) -> float:
@@ -148,24 +149,10 @@ def test_restarts_only_attack_unsolved_and_never_hurt(digits_mlp, digits):
     assert three <= one
 
 
-class Binary(torch.nn.Module):
-    def __init__(self, w, b):
-        super().__init__()
-        self.w, self.b = torch.nn.Parameter(w), torch.nn.Parameter(b)
-
-    def forward(self, x):
-        f = x.flatten(1) @ self.w + self.b
-        return torch.stack([torch.zeros_like(f), f], dim=1)
-
-
 @pytest.mark.parametrize("norm,dual", [("linf", 1.0), ("l2", 2.0), ("l1", float("inf"))])
 def test_known_answer_on_a_linear_model(norm, dual):
-    g = gen(0)
-    model = Binary(torch.randn(20, generator=g, dtype=torch.float64), torch.tensor(0.3, dtype=torch.float64))
-    x = torch.randn(32, 1, 4, 5, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        f = model(x)[:, 1]
-    y, margin = (f > 0).long(), f.abs() / model.w.detach().norm(p=dual)
+    model, x, y, f = linear_case(0)
+    margin = f / model.w.detach().norm(p=dual)
     kwargs = dict(norm=norm, bounds=(-100.0, 100.0), generator=gen())
     above, below = apgd(model, x, y, eps=margin * 1.001, **kwargs), apgd(model, x, y, eps=margin * 0.999, **kwargs)
     with torch.no_grad():

@@ -13,6 +13,7 @@ import torch
 from gibbon.attacks import ATTACKS, deepfool, fgsm
 from gibbon.core.checks import GibbonInputError
 from gibbon.core.norms import get_norm
+from _linear import linear_case
 
 N = 100
 FAR = (-100.0, 100.0)  # a box that never binds, for the closed forms
@@ -65,27 +66,12 @@ def test_misclassified_inputs_come_back_unchanged(case, digits_mlp):
     assert torch.equal(x_adv[~correct], x[~correct])
 
 
-class Binary(torch.nn.Module):
-    def __init__(self, w, b):
-        super().__init__()
-        self.w, self.b = torch.nn.Parameter(w), torch.nn.Parameter(b)
-
-    def forward(self, x):
-        f = x.flatten(1) @ self.w + self.b
-        return torch.stack([torch.zeros_like(f), f], dim=1)
-
-
 @pytest.mark.parametrize("overshoot", [0.02, 0.1])
 @pytest.mark.parametrize("norm,dual", [("l2", 2.0), ("linf", 1.0)])
 def test_known_answer_binary_linear(norm, dual, overshoot):
     """One step lands at (1 + overshoot) |f(x)| / ||w||_q, q the dual norm (paper, sections 3.1 and 3.3)."""
-    g = torch.Generator().manual_seed(0)
-    model = Binary(torch.randn(20, generator=g, dtype=torch.float64), torch.tensor(0.3, dtype=torch.float64))
-    x = torch.randn(32, 1, 4, 5, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        f = model(x)[:, 1]
-    y = (f > 0).long()
-    expected = (1 + overshoot) * f.abs() / model.w.detach().norm(p=dual)
+    model, x, y, f = linear_case(0)
+    expected = (1 + overshoot) * f / model.w.detach().norm(p=dual)
     x_adv = deepfool(model, x, y, norm=norm, overshoot=overshoot, bounds=FAR)
     got = get_norm(norm).distance(x_adv - x)
     assert bool(fooled(model, x_adv, y).all())

@@ -17,6 +17,7 @@ from scipy.optimize import linprog
 from gibbon.attacks import ATTACKS, fab, fgsm, pgd
 from gibbon.attacks.fab import project_hyperplane_box
 from gibbon.core.norms import get_norm
+from _linear import linear_case
 
 
 def gen(seed=0):
@@ -99,24 +100,10 @@ def test_failure_returns_x():
     assert torch.equal(fab(model, x, y, steps=5), x)
 
 
-class Binary(torch.nn.Module):
-    def __init__(self, w, b):
-        super().__init__()
-        self.w, self.b = torch.nn.Parameter(w), torch.nn.Parameter(b)
-
-    def forward(self, x):
-        f = x.flatten(1) @ self.w + self.b
-        return torch.stack([torch.zeros_like(f), f], dim=1)
-
-
 @pytest.mark.parametrize("norm,dual", [("l2", 2.0), ("linf", 1.0), ("l1", float("inf"))])
 def test_exact_margin_on_a_linear_model(norm, dual):
-    g = gen(0)
-    model = Binary(torch.randn(20, generator=g, dtype=torch.float64), torch.tensor(0.3, dtype=torch.float64))
-    x = torch.randn(32, 1, 4, 5, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        f = model(x)[:, 1]
-    y, margin = (f > 0).long(), f.abs() / model.w.detach().norm(p=dual)
+    model, x, y, f = linear_case(0)
+    margin = f / model.w.detach().norm(p=dual)
     x_adv = ATTACKS["fab"]()(model, x, y, norm=norm, bounds=(-100.0, 100.0))
     dist = get_norm(norm).distance(x_adv - x)
     with torch.no_grad():
