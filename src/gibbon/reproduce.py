@@ -125,3 +125,14 @@ def write_json(path: Path, payload: dict) -> None:
     with os.fdopen(fd, "w") as fh:
         json.dump(payload, fh, indent=2)
     os.replace(tmp, path)
+
+
+def _collect_families() -> None:
+    """Add the targets of the paper families in :mod:`gibbon.reproductions`."""
+    from gibbon.reproductions import minimal_attacks, reliable
+
+    for target in minimal_attacks.targets() + reliable.targets():
+        TARGETS[target.id] = target
+
+
+_collect_families()

@@ -1,0 +1,1 @@
+"""Reproduction targets grouped by paper family; ``gibbon.reproduce`` collects their ``targets()``."""
