@@ -61,12 +61,31 @@ def load_model(spec: str, weights: Optional[str], device: str):
     return zoo.load(spec, device=device)
 
 
+def load_oracle(spec: str):
+    """``sklearn:PATH.skops`` or ``onnx:PATH.onnx`` as a query-counting, gradient-refusing Oracle."""
+    from gibbon.oracles import Oracle
+
+    kind, _, path = spec.partition(":")
+    if kind not in ("sklearn", "onnx") or not path:
+        raise GibbonInputError(f"--oracle takes sklearn:PATH.skops or onnx:PATH.onnx, got {spec!r}")
+    if not Path(path).exists():
+        raise GibbonInputError(f"--oracle file {path} does not exist")
+    if kind == "sklearn":
+        from gibbon.oracles import load_sklearn
+
+        return Oracle(load_sklearn(path))
+    from gibbon.oracles import OnnxModel
+
+    return Oracle(OnnxModel(path))
+
+
 def check_model_fits(model, data) -> None:
     import torch
 
+    params = list(model.parameters()) if hasattr(model, "parameters") else []
     with torch.no_grad():
         try:
-            logits = model(data.x[:2].to(next(model.parameters()).device))
+            logits = model(data.x[:2].to(params[0].device if params else "cpu"))
         except RuntimeError as err:
             raise GibbonInputError(
                 f"the model does not accept {data.name} inputs of shape {tuple(data.x.shape[1:])} "
@@ -87,25 +106,93 @@ def main_job_model(seed: int, device: str):
     return zoo.load(path, device=device)
 
 
+def parse_params(items: List[str]) -> dict:
+    """``["C=10", "kernel=rbf"]`` -> ``{"C": 10, "kernel": "rbf"}`` (ints, floats, true/false, none)."""
+    params = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            raise GibbonInputError(f"--param takes KEY=VALUE (e.g. --param C=10), got {item!r}")
+        value = value.strip()
+        lowered = value.lower()
+        if lowered in ("true", "false"):
+            params[key] = lowered == "true"
+        elif lowered == "none":
+            params[key] = None
+        else:
+            for kind in (int, float):
+                try:
+                    params[key] = kind(value)
+                    break
+                except ValueError:
+                    continue
+            else:
+                params[key] = value
+    return params
+
+
+def train_technique_cli(technique: str, dataset: str, out_path: Path, n_train: Optional[int], seed: int,
+                        params: dict) -> None:
+    """``gibbon train --technique``: a scikit-learn technique, saved with skops + a JSON card."""
+    from gibbon import data as gdata
+    from gibbon.oracles.sklearn import TECHNIQUES, save_sklearn, train_technique
+
+    if technique not in TECHNIQUES:
+        raise GibbonInputError(f"unknown technique {technique!r}; choose one of {', '.join(TECHNIQUES)}")
+    if out_path.suffix != ".skops":
+        raise GibbonInputError(f"--out must end in .skops for a --technique model, got {out_path}")
+    train_set = gdata.load(dataset, "train")
+    model = train_technique(technique, train_set, seed=seed, n_train=n_train, test=gdata.load(dataset, "test"),
+                            **params)
+    save_sklearn(model, out_path)
+    card = model.card
+    out.print(f"saved {out_path} ({technique} on {card['n_train']} {dataset} images, "
+              f"test accuracy {card['clean_test_accuracy']:.2%})")
+
+
 @app.command()
 def train(
-    arch: str = typer.Option(..., "--arch", help="Architecture name (see `gibbon zoo`)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture name (see `gibbon zoo`)."),
+    technique: Optional[str] = typer.Option(
+        None, "--technique", help="Or a scikit-learn technique: lr, svm-linear, svm-rbf, tree, forest, boosting, knn."),
     dataset: str = DatasetOpt,
-    epochs: int = typer.Option(2, "--epochs", help="Training epochs."),
-    out_path: Path = typer.Option(..., "--out", help="Where to write PATH.safetensors (+ PATH.json card)."),
-    lr: float = typer.Option(1e-3, "--lr", help="Learning rate (Adam)."),
-    n_train: Optional[int] = typer.Option(None, "--n", help="Train on the first N training images only."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (--arch; default 2)."),
+    out_path: Path = typer.Option(..., "--out", help="Where to write PATH.safetensors (--arch) or PATH.skops "
+                                                     "(--technique), + PATH.json card."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (Adam; --arch; default 0.001)."),
+    n_train: Optional[int] = typer.Option(
+        None, "--n", "--n-train", help="Train on N training images only (--arch: the first N; --technique: a "
+                                       "random N drawn with --seed; svm-rbf and knn default to 10000)."),
+    param: List[str] = typer.Option([], "--param", help="KEY=VALUE estimator parameter (--technique); repeat."),
     seed: int = SeedOpt,
     batch_size: int = typer.Option(128, "--batch-size", help="Training mini-batch size."),
     device: Optional[str] = DeviceOpt,
 ):
-    """Train a zoo architecture; checkpoints every epoch and resumes after a kill."""
+    """Train a zoo architecture (checkpoints every epoch, resumes after a kill) or a scikit-learn technique."""
     import torch
 
     from gibbon import data as gdata
     from gibbon import zoo
 
     check_seed_and_batch(seed, batch_size)
+    if arch is not None and technique is not None:
+        raise GibbonInputError("--arch and --technique are mutually exclusive; pass one of them")
+    if arch is None and technique is None:
+        raise GibbonInputError("pass --arch NAME (see `gibbon zoo`) or --technique NAME (lr, svm-rbf, forest, ...)")
+    if n_train is not None and n_train < 1:
+        raise GibbonInputError(f"--n-train must be >= 1, got {n_train}")
+    if technique is not None:
+        unused = [name for name, value in (("--epochs", epochs), ("--lr", lr)) if value is not None]
+        if unused:
+            raise GibbonInputError(f"{' and '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} to --arch only; "
+                                   "a --technique takes --param KEY=VALUE")
+        train_technique_cli(technique, dataset, out_path, n_train, seed, parse_params(param))
+        return
+    if param:
+        raise GibbonInputError("--param applies to --technique only; an --arch takes --epochs, --lr, --batch-size")
+    epochs = 2 if epochs is None else epochs
+    lr = 1e-3 if lr is None else lr
     if epochs < 1:
         raise GibbonInputError(f"--epochs must be >= 1, got {epochs}")
     if out_path.suffix != ".safetensors":
@@ -130,6 +217,8 @@ def train(
 def evaluate(
     model_spec: Optional[str] = typer.Option(None, "--model", help="PATH.safetensors, or pkg.module:factory with --weights. Omit for the main job."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights for a pkg.module:factory model."),
+    oracle_spec: Optional[str] = typer.Option(None, "--oracle", help="A black-box target: sklearn:PATH.skops or onnx:PATH.onnx (black-box attacks only, or --gradient)."),
+    gradient: Optional[str] = typer.Option(None, "--gradient", help="nes[:samples=N,sigma=S] or spsa[...]: gradient attacks see only scores, through estimated gradients."),
     dataset: str = DatasetOpt,
     split: str = SplitOpt,
     n: Optional[int] = typer.Option(None, "--n", help="Evaluate on the first N samples."),
@@ -156,8 +245,18 @@ def evaluate(
     device = resolve_device(device)
     norm = get_norm(norm).name
     configs = [parse_attack(spec) for spec in (suite_attacks(suite) if suite else []) + list(attack)]
-    resolve_attacks(configs, norm, targeted=False)  # fail fast on a norm the attack does not define
-    if model_spec is None:
+    resolved = resolve_attacks(configs, norm, targeted=False)  # fail fast on a norm the attack does not define
+    if oracle_spec is not None:
+        if model_spec is not None:
+            raise GibbonInputError("pass either --model or --oracle, not both")
+        if not configs:
+            raise GibbonInputError("pass at least one black-box --attack (e.g. --attack square) for an --oracle target")
+        white = [a.name for a in resolved if not a.black_box]
+        if white and gradient is None:
+            raise GibbonInputError(f"attack {', '.join(white)} needs gradients, which an --oracle target never gives; "
+                                   "use a black-box attack (e.g. --attack square or one-pixel; see `gibbon attacks`) "
+                                   "or estimate gradients from scores with --gradient nes")
+    elif model_spec is None:
         configs = configs or [parse_attack(s) for s in MAIN_ATTACKS]
         eps = eps or MAIN_EPS
         n = MAIN_N if n is None else n
@@ -169,8 +268,16 @@ def evaluate(
     if not eps and not all(c.minimal for c in configs):
         raise GibbonInputError("pass at least one --eps (e.g. --eps 0.3)")
     data = gdata.load(dataset, split, n=n)
-    model = main_job_model(seed, device) if model_spec is None else load_model(model_spec, weights, device)
+    if oracle_spec is not None:
+        model = load_oracle(oracle_spec)
+    else:
+        model = main_job_model(seed, device) if model_spec is None else load_model(model_spec, weights, device)
     check_model_fits(model, data)
+    if gradient is not None:  # the attacks see the model through score queries only
+        from gibbon.oracles import Oracle, parse_gradient
+
+        model = parse_gradient(gradient, model if isinstance(model, Oracle) else Oracle(model), bounds=data.bounds,
+                               seed=seed)
     report = run_evaluation(model, data, configs, eps, norm=norm, cascade=cascade or suite is not None, batch_size=batch_size, seed=seed,
                             device=device, checkpoint=checkpoint, progress=True)
     out.print(report.table())
@@ -225,6 +332,127 @@ def attack(
     out.print(f"{cfg.name}: success {result.success.float().mean():.2%} on {len(data)} samples; "
               f"median {norm_obj.name} distance {result.distance[result.success].median() if result.success.any() else float('nan'):.4f}; "
               f"written to {out_path}")
+
+
+@app.command()
+def substitute(
+    oracle_spec: str = typer.Option(..., "--oracle", help="The black box: sklearn:PATH.skops, onnx:PATH.onnx or a zoo PATH.safetensors (labels only)."),
+    dataset: str = DatasetOpt,
+    seed_images: int = typer.Option(150, "--seed-images", help="The adversary's seed set: the first N test images."),
+    n: int = typer.Option(2000, "--n", help="Test images attacked (the ones after the seed set)."),
+    rounds: int = typer.Option(6, "--rounds", help="Substitute training rounds (rho)."),
+    step: float = typer.Option(0.1, "--step", help="Jacobian augmentation step lambda (sign flipped every 3 rounds)."),
+    reservoir_from: Optional[int] = typer.Option(None, "--reservoir-from", help="Reservoir sampling from this round on (sigma)."),
+    reservoir_size: int = typer.Option(400, "--reservoir-size", help="Points augmented per round with reservoir sampling (kappa)."),
+    arch: str = typer.Option("mlp-200-200", "--arch", help="The substitute's architecture (see `gibbon zoo`)."),
+    epochs: int = typer.Option(10, "--epochs", help="Substitute training epochs per round."),
+    attack_spec: str = typer.Option("fgsm", "--attack", help="White-box attack crafted on the substitute, NAME[:key=value,...]."),
+    eps: float = typer.Option(0.3, "--eps", help="The attack's budget."),
+    norm: str = typer.Option("linf", "--norm", help="linf, l2, l1 or l0."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
+    seed: int = SeedOpt,
+):
+    """Papernot et al.'s black-box attack: train a substitute from oracle labels, transfer an attack."""
+    import json
+
+    import torch
+
+    from gibbon import data as gdata
+    from gibbon import zoo as gzoo
+    from gibbon.attacks import parse_attack
+    from gibbon.core.norms import get_norm
+    from gibbon.evaluation.inputs import resolve_attacks
+    from gibbon.oracles import Oracle
+    from gibbon.transfer import substitute_attack
+
+    norm = get_norm(norm).name
+    if seed_images < 1 or n < 1 or rounds < 1 or epochs < 1 or step <= 0:
+        raise GibbonInputError("--seed-images, --n, --rounds and --epochs must be >= 1 and --step > 0")
+    attack_cfg = parse_attack(attack_spec)
+    resolve_attacks([attack_cfg], norm, targeted=False)
+    if Path(oracle_spec).suffix == ".safetensors" and ":" not in oracle_spec:
+        oracle = Oracle(gzoo.load(oracle_spec).eval(), output="label")
+    else:
+        oracle = Oracle(load_oracle(oracle_spec), output="label")
+    test = gdata.load(dataset, "test", n=seed_images + n)
+    if len(test) <= seed_images:
+        raise GibbonInputError(f"{dataset} has {len(test)} test images: fewer than --seed-images + 1")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = gzoo.build(arch, test)
+    result = substitute_attack(oracle, test.x[:seed_images], model, test.x[seed_images:], test.y[seed_images:],
+                               attack_cfg, eps=eps, norm=norm, rounds=rounds, step=step, epochs=epochs,
+                               reservoir_from=reservoir_from, reservoir_size=reservoir_size, bounds=test.bounds,
+                               classes=test.classes, seed=seed, progress=True)
+    summary = result.to_dict()
+    for key in ("queries", "training_points", "substitute_accuracy", "agreement", "oracle_accuracy",
+                "adversarial_accuracy", "transfer_success", "attack_queries"):
+        value = summary[key]
+        out.print(f"{key:<22s} {value:.4f}" if isinstance(value, float) else f"{key:<22s} {value}")
+    if json_path is not None:
+        from gibbon.reproduce import write_json
+
+        write_json(json_path, {"oracle": oracle_spec, "dataset": dataset, "arch": arch, "attack": attack_spec,
+                               "eps": eps, "norm": norm, "seed_images": seed_images, "rounds": rounds,
+                               "step": step, **json.loads(json.dumps(summary, default=float))})
+        out.print(f"result written to {json_path}")
+
+
+def _load_any(spec: str):
+    """A zoo ``PATH.safetensors`` (a torch model) or ``sklearn:PATH`` / ``onnx:PATH`` (a black box)."""
+    from gibbon import zoo as gzoo
+
+    if ":" not in spec or Path(spec).exists():
+        return gzoo.load(spec).eval()
+    return load_oracle(spec)
+
+
+def _named(specs: List[str], option: str) -> dict:
+    named = {}
+    for item in specs:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            raise GibbonInputError(f"{option} takes NAME=PATH (PATH.safetensors, sklearn:PATH or onnx:PATH), got {item!r}")
+        named[name] = _load_any(spec)
+    return named
+
+
+@app.command()
+def transfer(
+    source: List[str] = typer.Option(..., "--source", help="NAME=SPEC crafted on; SPEC: PATH.safetensors, sklearn:PATH, onnx:PATH (black boxes via a substitute)."),
+    target: List[str] = typer.Option(..., "--target", help="NAME=SPEC evaluated (predictions only)."),
+    dataset: str = DatasetOpt,
+    n: int = typer.Option(1000, "--n", help="Test images attacked (after the substitutes' seed images)."),
+    seed_images: int = typer.Option(150, "--seed-images", help="Seed images of the substitutes of black-box sources."),
+    attack_spec: str = typer.Option("fgsm", "--attack", help="White-box attack NAME[:key=value,...]."),
+    eps: float = typer.Option(0.3, "--eps", help="The attack's budget."),
+    norm: str = typer.Option("linf", "--norm", help="linf, l2, l1 or l0."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the matrix as JSON here."),
+    seed: int = SeedOpt,
+    batch_size: int = BatchOpt,
+):
+    """Transfer rates of an attack from every source to every target (networks and techniques)."""
+    from gibbon import data as gdata
+    from gibbon.attacks import parse_attack
+    from gibbon.core.norms import get_norm
+    from gibbon.evaluation.inputs import resolve_attacks
+    from gibbon.transfer import transfer_matrix
+
+    check_seed_and_batch(seed, batch_size)
+    norm = get_norm(norm).name
+    attack_cfg = parse_attack(attack_spec)
+    resolve_attacks([attack_cfg], norm, targeted=False)
+    sources, targets = _named(source, "--source"), _named(target, "--target")
+    test = gdata.load(dataset, "test", n=seed_images + n)
+    if len(test) <= seed_images:
+        raise GibbonInputError(f"{dataset} has {len(test)} test images: fewer than --seed-images + 1")
+    matrix = transfer_matrix(sources, targets, attack_cfg, test.x[seed_images:], test.y[seed_images:], eps=eps,
+                             norm=norm, bounds=test.bounds, batch_size=batch_size, seed=seed,
+                             substitute_seed_x=test.x[:seed_images])
+    out.print(matrix.table())
+    if json_path is not None:
+        matrix.to_json(json_path)
+        out.print(f"matrix written to {json_path}")
 
 
 @app.command()
@@ -298,9 +526,19 @@ def reproduce(
     for col in ("quantity", "paper", "ours", "target", "ok"):
         table.add_column(col)
     for row in outcome["rows"]:
-        table.add_row(row["quantity"], row["paper"], f"{row['ours']:.2%}", row["target"], "yes" if row["ok"] else "NO")
+        table.add_row(row["quantity"], str(row["paper"]), _format_ours(row), row["target"], "yes" if row["ok"] else "NO")
     out.print(table)
     out.print(f"written to {path}")
+
+
+def _format_ours(row: dict) -> str:
+    """A reproduction row's measured value: rates as percentages, other quantities (distances,
+    ratios, rho) as plain numbers."""
+    quantity = row["quantity"].lower()
+    rate = any(word in quantity for word in ("accuracy", "success", "error", "fraction", "misclassified",
+                                             "agreement"))
+    measure = any(word in quantity for word in ("l2", "rho", "eps at"))
+    return f"{row['ours']:.2%}" if rate and not measure else f"{row['ours']:.4g}"
 
 
 def main() -> None:

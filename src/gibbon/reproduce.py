@@ -129,9 +129,9 @@ def write_json(path: Path, payload: dict) -> None:
 
 def _collect_families() -> None:
     """Add the targets of the paper families in :mod:`gibbon.reproductions`."""
-    from gibbon.reproductions import minimal_attacks, reliable
+    from gibbon.reproductions import blackbox, minimal_attacks, reliable
 
-    for target in minimal_attacks.targets() + reliable.targets():
+    for target in minimal_attacks.targets() + reliable.targets() + blackbox.targets():
         TARGETS[target.id] = target
 
 

@@ -72,11 +72,21 @@ def test_known_answer_binary_linear(norm, dual, overshoot):
     """One step lands at (1 + overshoot) |f(x)| / ||w||_q, q the dual norm (paper, sections 3.1 and 3.3)."""
     model, x, y, f = linear_case(0)
     expected = (1 + overshoot) * f / model.w.detach().norm(p=dual)
-    x_adv = deepfool(model, x, y, norm=norm, overshoot=overshoot, bounds=FAR)
+    x_adv = deepfool(model, x, y, norm=norm, overshoot=overshoot, bounds=FAR, nudge=0.0)
     got = get_norm(norm).distance(x_adv - x)
     assert bool(fooled(model, x_adv, y).all())
     err = float(((got - expected).abs() / expected).max())
     assert err <= 1e-4, f"relative error {err:.2e} against the exact (1 + overshoot) margin"
+    # the nudge lengthens the step by nudge * box width, then the overshoot applies
+    box = (-3.0, 3.0)
+    x_in, nudge = x.clamp(-0.5, 0.5), 1e-3
+    plain = deepfool(model, x_in, y, norm=norm, overshoot=overshoot, bounds=box, nudge=0.0, steps=1)
+    nudged = deepfool(model, x_in, y, norm=norm, overshoot=overshoot, bounds=box, nudge=nudge, steps=1)
+    assert float((nudged - x_in).abs().max()) < 2.5, "the box clipped a step: the comparison below needs none"
+    attacked = ~fooled(model, x_in, y)  # clamping x may already have flipped a few
+    extra = (get_norm(norm).distance(nudged - x_in) - get_norm(norm).distance(plain - x_in))[attacked]
+    assert attacked.sum() >= len(y) // 2
+    assert torch.allclose(extra, torch.full_like(extra, (1 + overshoot) * nudge * 6), rtol=1e-6, atol=1e-9)
 
 
 def test_known_answer_multiclass_affine():
@@ -94,7 +104,7 @@ def test_known_answer_multiclass_affine():
     f = logits - logits.gather(1, y[:, None])  # [B, K]
     dw = (w[None] - w[y][:, None]).norm(dim=2)  # ||w_k - w_y||
     exact = (f.abs() / dw).scatter(1, y[:, None], float("inf")).amin(dim=1)
-    x_adv = deepfool(model, x, y, bounds=FAR)
+    x_adv = deepfool(model, x, y, bounds=FAR, nudge=0.0)
     got = get_norm("l2").distance(x_adv - x)
     assert bool(fooled(model, x_adv, y).all())
     assert float(((got - 1.02 * exact).abs() / exact).max()) <= 1e-4
@@ -115,4 +125,4 @@ def test_rejects_target_and_bad_options(case, digits_mlp):
 def test_registry_facts():
     cls = ATTACKS["deepfool"]
     assert cls.minimal and not cls.randomized and cls.norms == ("l2", "linf")
-    assert cls(steps=10, overshoot=0.05).params() == {"steps": 10, "overshoot": 0.05, "candidates": 10}
+    assert cls(steps=10, overshoot=0.05).params() == {"steps": 10, "overshoot": 0.05, "candidates": 10, "nudge": 1e-4}

@@ -85,7 +85,8 @@ def test_objective_leaves_no_trace_and_stays_in_the_ball(digits_sets):
     assert model.training and loss.requires_grad and loss.ndim == 0
     assert len(seen) == 2  # one gradient pass for delta, one training pass
     for inp in seen:
-        assert float((inp - x).abs().max()) <= eps + 1e-6 and inp.min() >= 0 and inp.max() <= 1
+        assert float((inp - x).abs().max()) <= eps + 1e-6
+    assert seen[1].min() >= 0 and seen[1].max() <= 1, "the training input left the box"
     assert float((seen[1] - x).abs().max()) > 0.09  # the FGSM step of 0.125 reaches the ball's edge
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
@@ -102,3 +103,29 @@ def test_same_generator_same_loss(digits_sets):
 def test_bad_eps_says_what_to_do():
     with pytest.raises(GibbonInputError, match="objective=None"):
         fast_objective(0.0)
+
+
+def test_random_start_is_two_sided_at_saturated_pixels():
+    """Wong et al.'s code takes the gradient at the unclipped start; clipping it makes the start
+    one-sided at 0-pixels (most of MNIST), the FGSM step then always lands on +eps there, and
+    MNIST training overfits catastrophically (PGD-40 ~0% after 10 epochs, measured)."""
+    x, y = torch.zeros(64, 1, 8, 8), torch.arange(64) % 10
+    seen = []
+
+    def model(inp):
+        seen.append(inp.detach().clone())
+        return _mlp()(inp)
+
+    eps = 0.3
+    for start_in_box, low in ((False, -eps), (True, 0.0)):
+        seen.clear()
+        fast_objective(eps, generator=torch.Generator().manual_seed(0), start_in_box=start_in_box)(model, x, y)
+        start, train_input = seen
+        below = float((start < 0).float().mean())
+        assert (below > 0.4) if not start_in_box else (below == 0), f"start_in_box={start_in_box}: {below:.2f} below 0"
+        assert start.min() >= low - 1e-6 and train_input.min() >= 0 and train_input.max() <= eps + 1e-6
+        # clipped start at a 0-pixel: delta >= 0, so delta + 0.375 * sign(g) is +eps or below 0 (clipped to 0);
+        # unclipped: delta + 0.375 covers [0.075, 0.3], not only the ball's edge
+        positive = train_input[train_input > 0]
+        at_edge = float((positive >= eps - 1e-6).float().mean())
+        assert (at_edge < 0.9) if not start_in_box else (at_edge == 1.0), f"{at_edge:.2f} of moved pixels at +eps"

@@ -109,3 +109,18 @@ def test_to_probabilities():
     assert to_probabilities(probs) is probs
     logits = torch.tensor([[0.0, 2.0], [1.0, 1.0]])
     assert torch.allclose(to_probabilities(logits), logits.softmax(1))
+
+
+def test_evaluate_takes_an_oracle_target_with_black_box_attacks_only():
+    from gibbon import evaluate
+    from gibbon.data import load
+
+    test = load("digits", "test", n=40)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with pytest.raises(GibbonInputError, match="needs gradients"):
+        evaluate(Oracle(net), test, ["pgd"], eps=0.1)
+    report = evaluate(Oracle(net), test, ["square:max_queries=20"], eps=0.1, progress=False)
+    (result,) = report.results
+    assert result.gradients == 0 and result.forwards > 0
+    assert not any("gradient" in w for w in report.warnings), report.warnings

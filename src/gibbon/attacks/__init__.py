@@ -7,10 +7,12 @@ and returns ``x_adv``. ``ATTACKS`` maps registry names to config classes;
 
 from gibbon.attacks.apgd import APGD, APGDT, apgd, apgd_targeted
 from gibbon.attacks.bim import BIM, bim, kurakin_schedule
+from gibbon.attacks.boundary import Boundary, boundary
 from gibbon.attacks.cw import CWL2, CWLinf, cw_l2, cw_linf
 from gibbon.attacks.deepfool import DeepFool, deepfool
 from gibbon.attacks.fab import FAB, fab
 from gibbon.attacks.fgsm import FGSM, fgsm
+from gibbon.attacks.hopskipjump import HopSkipJump, hopskipjump
 from gibbon.attacks.illc import ILLC, illc
 from gibbon.attacks.jsma import JSMA, jsma
 from gibbon.attacks.mifgsm import MIFGSM, mifgsm
@@ -27,4 +29,5 @@ __all__ = [
     "apgd", "APGD", "apgd_targeted", "APGDT", "fab", "FAB",
     "cw_l2", "CWL2", "cw_linf", "CWLinf", "deepfool", "DeepFool",
     "square", "Square", "one_pixel", "OnePixel", "jsma", "JSMA",
+    "hopskipjump", "HopSkipJump", "boundary", "Boundary",
 ]

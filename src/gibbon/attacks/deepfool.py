@@ -11,10 +11,13 @@ linearised decision boundary among the ``candidates`` classes ranked highest on 
 with ``f_k = z_k - z_y`` and ``w_k = grad z_k - grad z_y``. The steps add up to ``r_total`` and
 the iterate is ``clip(x + (1 + overshoot) * r_total)``. Samples leave the batch once misclassified.
 
-The paper ignores the input box. Here ``x + r_total`` is kept inside it, and features already at
-a bound are left out of ``w_k`` where ``w_k`` points out of the box (a clipped step could not use
-them). Plain clipping leaves about a quarter of the 8x8 digits unsolved, since their many zero
-pixels keep being pushed below 0.
+The paper ignores the input box. Here ``x + r_total`` is clipped into it after every step, and
+every step is lengthened by ``nudge`` (a fraction of the box width, 1e-4 by default, as in
+Foolbox): a step whose box-clipped part falls short of the linearised boundary then still makes
+progress. Without the nudge only 55% of 40 MNIST images were fooled against the Madry CNN (100%
+with it); leaving the features at a bound out of ``w_k`` instead (the previous choice here) also
+reaches 100%, but its perturbations were 3-6% larger in L2 than Foolbox's, ART's and
+torchattacks' on the same images (``benchmarks/bench_minimal.py``).
 The Jacobian rows of all samples are computed together: one backward pass per candidate class.
 """
 
@@ -53,7 +56,7 @@ def _linearise(model, x: torch.Tensor, classes: torch.Tensor):
 
 
 def deepfool(model, x, y, *, eps=None, norm="l2", steps: int = 50, overshoot: float = 0.02, candidates: int = 10,
-             target=None, bounds=(0.0, 1.0), generator=None) -> torch.Tensor:
+             nudge: float = 1e-4, target=None, bounds=(0.0, 1.0), generator=None) -> torch.Tensor:
     """DeepFool (minimal perturbation, untargeted).
 
     Args:
@@ -63,6 +66,8 @@ def deepfool(model, x, y, *, eps=None, norm="l2", steps: int = 50, overshoot: fl
         steps: maximum number of linearisation steps (the authors' code: 50).
         overshoot: eta, the final push ``(1 + overshoot) * r_total`` across the boundary (paper: 0.02).
         candidates: number of classes considered, the true label included (the authors' code: 10).
+        nudge: added to every step's length, as a fraction of the box width (0: the paper's
+            exact step; see the module docstring).
         target: must be None (DeepFool is untargeted).
         bounds: valid input box. generator: unused (deterministic), accepted for a uniform API.
 
@@ -78,8 +83,8 @@ def deepfool(model, x, y, *, eps=None, norm="l2", steps: int = 50, overshoot: fl
     if target is not None:
         raise GibbonInputError("deepfool is untargeted only; drop target=, or use a targeted attack (cw-l2, pgd)")
     bounds = prepare(x, y, eps=eps, bounds=bounds, target=None, norm_name=str(get_norm(norm)), allowed_norms=NORMS)
-    if steps < 1 or overshoot < 0 or candidates < 2:
-        raise GibbonInputError("deepfool needs steps >= 1, overshoot >= 0 and candidates >= 2")
+    if steps < 1 or overshoot < 0 or candidates < 2 or nudge < 0:
+        raise GibbonInputError("deepfool needs steps >= 1, overshoot >= 0, candidates >= 2 and nudge >= 0")
     norm = get_norm(norm)
     x = x.detach()
     with torch.no_grad():
@@ -93,12 +98,11 @@ def deepfool(model, x, y, *, eps=None, norm="l2", steps: int = 50, overshoot: fl
         idx, f, w = idx[todo], f[todo], w[todo]
         if idx.numel() == 0:
             break
-        at = x_adv[idx][:, None]  # the box: a feature at a bound cannot move further out
-        w = torch.where(((at <= bounds[0]) & (w < 0)) | ((at >= bounds[1]) & (w > 0)), torch.zeros_like(w), w)
         dist = f.abs() / w.flatten(2).norm(p=DUAL[norm.name], dim=2).clamp_min(1e-12)  # the l-hat of algorithm 2
         best = dist.argmin(dim=1)
         rows = torch.arange(idx.numel(), device=x.device)
-        r = r_total[idx] + scale(norm.ascent(w[rows, best]), dist[rows, best])  # r_i (section 3.3)
+        step = dist[rows, best] + nudge * (bounds[1] - bounds[0])
+        r = r_total[idx] + scale(norm.ascent(w[rows, best]), step)  # r_i (section 3.3), nudged
         r_total[idx] = clamp_to_box(x[idx] + r, bounds) - x[idx]
         x_adv[idx] = clamp_to_box(x[idx] + (1 + overshoot) * r_total[idx], bounds)
     return x_adv
@@ -112,6 +116,7 @@ class DeepFool(AttackConfig):
     steps: int = 50
     overshoot: float = 0.02
     candidates: int = 10
+    nudge: float = 1e-4
     norms = NORMS
     minimal = True
 

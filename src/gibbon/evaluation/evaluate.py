@@ -25,13 +25,15 @@ from gibbon.core.checks import GibbonInputError
 from gibbon.core.norms import get_norm
 from gibbon.evaluation.checkpoint import Checkpoint, fingerprint
 from gibbon.evaluation.inputs import (
-    describe_model, eps_list, eval_mode, now, resolve_attacks, resolve_device, resolve_target, unpack_data, versions,
+    check_black_box_target, describe_model, eps_list, eval_mode, now, resolve_attacks, resolve_device, resolve_target,
+    unpack_data, versions,
 )
 from gibbon.evaluation.report import Report, Result, WorstCase, eps_to_json, jsonable
 from gibbon.evaluation.runner import SEED_SCHEME, ProgressBar, Runner, unit_result
 from gibbon.evaluation.sanity import SANITY_SAMPLES, attack_checks, model_checks, result_checks
 from gibbon.evaluation.stats import wilson_interval
 from gibbon.evaluation.suites import suite_attacks
+from gibbon.oracles import Oracle
 
 
 def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade: bool = False,
@@ -96,6 +98,7 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
     if not attacks:
         raise GibbonInputError("pass at least one attack (e.g. ['pgd']) or a suite (suite='reliable')")
     chosen = resolve_attacks(attacks, norm_obj.name, targeted=target is not None)
+    check_black_box_target(model, chosen)
     eps_values = eps_list(eps, all_minimal=bool(chosen) and all(a.minimal for a in chosen))
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise GibbonInputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -111,7 +114,8 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
                                    f"to {int(y.max())}; it must return one logit per class")
         clean = logits.argmax(dim=1) == y
         runner.target = resolve_target(target, logits, y, seed)
-        warnings = model_checks(model, x[:SANITY_SAMPLES].to(device), y[:SANITY_SAMPLES].to(device))
+        warnings = model_checks(model, x[:SANITY_SAMPLES].to(device), y[:SANITY_SAMPLES].to(device),
+                                gradients=not isinstance(model, Oracle))
 
         fp = fingerprint(attacks=[{"name": a.name, "params": a.params} for a in chosen], eps=eps_values,
                          norm=norm_obj.name, x=x, y=y, seed=seed, cascade=cascade, batch_size=batch_size,

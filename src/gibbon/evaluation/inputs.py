@@ -32,6 +32,7 @@ class AttackSpec:
     name: str
     params: dict
     minimal: bool
+    black_box: bool = False
 
 
 def describe_callable(attack) -> tuple[str, dict]:
@@ -63,8 +64,26 @@ def resolve_attacks(attacks, norm: str, targeted: bool) -> list[AttackSpec]:
             )
         if getattr(target_of, "targeted_only", False) and not targeted:
             raise GibbonInputError(f"attack {name} is targeted only; pass --target (target='least-likely', 'random' or a class)")
-        resolved.append(AttackSpec(spec, name, jsonable(params), bool(getattr(target_of, "minimal", False))))
+        resolved.append(AttackSpec(spec, name, jsonable(params), bool(getattr(target_of, "minimal", False)),
+                                   bool(getattr(target_of, "black_box", False))))
     return resolved
+
+
+def check_black_box_target(model, attacks: list[AttackSpec]) -> None:
+    """A black-box target (an :class:`~gibbon.oracles.Oracle`) refuses gradients: only
+    gradient-free attacks can run on it; say so before any work starts."""
+    from gibbon.oracles import Oracle
+
+    if not isinstance(model, Oracle):
+        return
+    white = [a.name for a in attacks if not a.black_box]
+    if white:
+        from gibbon.attacks import ATTACKS
+
+        allowed = ", ".join(sorted(name for name, cls in ATTACKS.items() if getattr(cls, "black_box", False)))
+        raise GibbonInputError(
+            f"attack {', '.join(white)} needs gradients, and a black-box target (an Oracle) gives none: "
+            f"use a black-box attack ({allowed})")
 
 
 def eps_list(eps, *, all_minimal: bool = False) -> list[float]:

@@ -41,7 +41,7 @@ MONOTONE_SLACK = 0.01
 """Worst-case accuracy may rise with eps by at most this much (noise) before a warning."""
 
 
-def model_checks(model, x: torch.Tensor, y: torch.Tensor) -> list[str]:
+def model_checks(model, x: torch.Tensor, y: torch.Tensor, *, gradients: bool = True) -> list[str]:
     """Run the pre-attack checks on ``model`` with one small batch; return warning messages.
 
     Never fills ``param.grad``: the input gradient is taken with ``torch.autograd.grad``.
@@ -50,6 +50,7 @@ def model_checks(model, x: torch.Tensor, y: torch.Tensor) -> list[str]:
         model: ``x -> logits``, already in the mode it will be evaluated in.
         x: a small batch of inputs on the model's device (the first :data:`SANITY_SAMPLES`).
         y: its labels.
+        gradients: also check the input gradients (off for black-box targets, which refuse them).
 
     Returns:
         Human-readable warnings, each with the measured numbers and what to do.
@@ -82,6 +83,8 @@ def model_checks(model, x: torch.Tensor, y: torch.Tensor) -> list[str]:
             "(average gradients over the randomness) and report it"
         )
 
+    if not gradients:
+        return warnings
     x_var = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x_var)

@@ -25,6 +25,9 @@ BATCH = 500
 #: run near 10 min on 2 shared CPU cores (100 did not finish the 1-pixel stage in 7 min).
 ONE_PIXEL_ITERATIONS = 20
 ONE_PIXEL_POPULATION = 400
+#: C&W L2 budget of the reproduction: the issue's 5 search steps x 200 iterations, with a learning
+#: rate and first constant that fit that budget (see :func:`carlini2017_cw`).
+CW_SETTINGS = {"steps": 200, "lr": 0.05, "binary_search_steps": 5, "initial_const": 1e-2, "abort_early": True}
 
 
 def _model(arch: str, seed: int, device: str):
@@ -157,7 +160,10 @@ def carlini2017_cw(seed=0, device="cpu") -> list:
     smaller than the other attacks' (DeepFool, fast gradient sign).
 
     Here: LeNet-5, the first 100 test images x their 9 other classes (900 targeted attacks),
-    C&W L2 with 5 binary-search steps of 200 Adam steps (lr 0.01, initial c 1e-3, abort early).
+    C&W L2 with 5 binary-search steps of 200 Adam steps (abort early), lr 0.05 and initial c
+    1e-2 (:data:`CW_SETTINGS`). The paper's lr 0.01 and c 1e-3 are made for 9 x 10,000 steps:
+    in 200 steps at lr 0.01 a black pixel (w = -3.8 in tanh space) cannot move past ~0.03, and
+    c reaches 10 only in the fifth search step (measured: 98.3% success, mean L2 2.62 on 20 x 9).
     The comparison with the untargeted DeepFool and L2 fast gradient method uses C&W untargeted
     (same settings) on the same 100 images, averaged over the images all three fool.
     """
@@ -169,7 +175,7 @@ def carlini2017_cw(seed=0, device="cpu") -> list:
     test = gdata.load("mnist", "test", n=100)
     x, y = test.x, test.y
     correct = _predict(model, x, device) == y
-    cw = CWL2(steps=200, lr=0.01, binary_search_steps=5, initial_const=1e-3, abort_early=True)
+    cw = CWL2(**CW_SETTINGS)
 
     x_rep = x.repeat_interleave(9, dim=0)
     y_rep, t_rep = _all_targets(y)
@@ -217,8 +223,11 @@ def papernot2016_jsma(seed=0, device="cpu") -> list:
     pixels on average.
 
     Here: LeNet-5, the first 100 test images x their 9 other classes (900 targeted attacks),
-    JSMA with the paper's theta = 1 and gamma = 0.145 (saliency of the logits, JSMA-Z); the
-    fraction of changed pixels averages over the successful attacks.
+    JSMA with the paper's theta = 1 and gamma = 0.145 and the paper's forward derivative, that
+    of the network's output F = softmax (``use_logits=False``, JSMA-F in Carlini & Wagner's
+    terms); the fraction of changed pixels averages over the successful attacks. The logits'
+    saliency (JSMA-Z, CleverHans' choice and gibbon's default) is weaker on this model:
+    measured 79.7% success changing 6.01% of the pixels on the same 900 attacks.
     """
     from gibbon import data as gdata
     from gibbon.attacks import JSMA
@@ -228,13 +237,14 @@ def papernot2016_jsma(seed=0, device="cpu") -> list:
     test = gdata.load("mnist", "test", n=100)
     x_rep = test.x.repeat_interleave(9, dim=0)
     y_rep, t_rep = _all_targets(test.y)
-    x_adv = _attack(model, JSMA(theta=1.0, max_distortion=0.145), x_rep, y_rep, target=t_rep, device=device,
+    x_adv = _attack(model, JSMA(theta=1.0, max_distortion=0.145, use_logits=False), x_rep, y_rep, target=t_rep,
+                    device=device,
                     norm="l0", batch_size=900)
     hit = _predict(model, x_adv, device) == t_rep
     changed = (x_adv != x_rep).flatten(1).float().mean(1)
     success, frac = hit.float().mean(), changed[hit].mean()
-    return [_row("JSMA success (100 images x 9 targets)", "97%", success, ">= 90%", success >= 0.90),
-            _row("JSMA mean fraction of pixels changed (successful)", "4.02%", frac, "<= 6%", frac <= 0.06)]
+    return [_row("JSMA-F success (100 images x 9 targets)", "97%", success, ">= 90%", success >= 0.90),
+            _row("JSMA-F mean fraction of pixels changed (successful)", "4.02%", frac, "<= 6%", frac <= 0.06)]
 
 
 def su2019_onepixel(seed=0, device="cpu") -> list:

@@ -20,6 +20,7 @@ from gibbon.core.checks import GibbonInputError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 SCHEDULES = ("constant", "cyclic", "step")
+CYCLIC_PEAK = 0.4  # fraction of the epochs at which "cyclic" peaks (Wong et al.'s code: 2/5)
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -86,7 +87,7 @@ def make_schedule(schedule, lr: float, epochs: int) -> Callable[[float], float]:
 
     * None / ``"constant"``: ``lr`` throughout.
     * ``"cyclic"``: Wong, Rice & Kolter (2020, arXiv:2001.03994) triangle, 0 -> ``lr`` at
-      ``epochs / 2`` -> 0 at ``epochs``.
+      ``2/5`` of the epochs -> 0 at ``epochs`` (the peak of their code's schedules).
     * ``"step"``: ``lr``, times 0.1 from 50% of the epochs, times 0.01 from 75%.
     * a callable: used as is.
     """
@@ -95,10 +96,10 @@ def make_schedule(schedule, lr: float, epochs: int) -> Callable[[float], float]:
     if schedule is None or schedule == "constant":
         return lambda t: lr
     if schedule == "cyclic":
-        half = epochs / 2
+        peak = CYCLIC_PEAK * epochs
 
         def cyclic(t: float) -> float:
-            return lr * max(0.0, t / half if t <= half else (epochs - t) / half)
+            return lr * max(0.0, t / peak if t <= peak else (epochs - t) / (epochs - peak))
         return cyclic
     if schedule == "step":
         return lambda t: lr * (1.0 if t < 0.5 * epochs else 0.1 if t < 0.75 * epochs else 0.01)

@@ -1,0 +1,52 @@
+"""How far C&W L2 is from convergence at a given budget (targeted, LeNet-5 on MNIST).
+
+Runs :class:`gibbon.attacks.CWL2` on the first ``--n`` MNIST test images x their 9 other
+classes against the cached LeNet-5 of ``gibbon reproduce carlini2017-cw`` and prints, per
+setting ``lr,initial_const,binary_search_steps,steps``, the targeted success rate, the mean L2
+of the successes (the paper's "average case") and the best case (easiest target per image).
+A near-converged setting (9 x 1,000) next to the reproduction's 5 x 200 tells whether a gap to
+the paper's numbers is the budget's or the model's.
+
+    .venv/bin/python benchmarks/cw_budget.py --n 20 0.01,1e-3,5,200 0.05,1e-2,5,200 0.01,1e-2,9,1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("settings", nargs="+", help="lr,initial_const,binary_search_steps,steps")
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from gibbon import data as gdata
+    from gibbon.attacks import CWL2
+    from gibbon.reproductions.minimal_attacks import _all_targets, _attack, _l2, _model, _predict
+
+    model = _model("lenet5", 0, "cpu")
+    test = gdata.load("mnist", "test", n=args.n)
+    x = test.x.repeat_interleave(9, dim=0)
+    y, target = _all_targets(test.y)
+    for setting in args.settings:
+        lr, const, searches, steps = (float(v) for v in setting.split(","))
+        attack = CWL2(steps=int(steps), lr=lr, binary_search_steps=int(searches), initial_const=const)
+        start = time.perf_counter()
+        x_adv = _attack(model, attack, x, y, target=target, device="cpu", norm="l2", batch_size=len(x))
+        hit = _predict(model, x_adv, "cpu") == target
+        dist = _l2(x_adv - x)
+        best = dist.masked_fill(~hit, float("inf")).reshape(args.n, 9).min(1).values
+        print(f"lr {lr:g} c0 {const:g} search {int(searches)} x {int(steps)}: success {hit.float().mean():.4f}  "
+              f"mean L2 {dist[hit].mean():.3f}  best case {best[best.isfinite()].mean():.3f}  "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

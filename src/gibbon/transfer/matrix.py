@@ -1,0 +1,146 @@
+"""Transferability matrices across models and learning techniques (Papernot, McDaniel & Goodfellow
+2016, "Transferability in Machine Learning: from Phenomena to Black-Box Attacks using Adversarial
+Samples", arXiv:1605.07277, section 3).
+
+Threat model: black-box *transfer*. Adversarial examples are crafted with a white-box attack on
+each source and sent to each target, which is seen only through its predictions (an
+:class:`~gibbon.oracles.Oracle`, so every query is counted and no gradient is ever asked). Any
+mix of zoo networks, scikit-learn techniques and ONNX models can be a target. A source must be
+differentiable; a black-box source (a scikit-learn model, say) is replaced by a substitute
+trained from its labels (:func:`gibbon.transfer.train_substitute`), as the paper does for its
+non-differentiable techniques' black-box versions.
+
+Cell ``(source, target)``: the fraction of the images the target classifies correctly whose
+adversarial version, crafted on the source, it misclassifies (the paper's transfer rate).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gibbon.core.checks import GibbonInputError
+from gibbon.oracles import Oracle
+
+
+@dataclass
+class TransferMatrix:
+    """Transfer rates ``rates[source][target]`` and what they cost (:func:`transfer_matrix`)."""
+
+    sources: list
+    targets: list
+    rates: dict  # source -> target -> transfer rate
+    clean_accuracy: dict  # target -> accuracy on the clean images
+    queries: dict  # target -> rows sent to it
+    substitutes: dict = field(default_factory=dict)  # black-box source -> {queries, agreement}
+    settings: dict = field(default_factory=dict)
+
+    def table(self) -> str:
+        """The matrix as a Markdown table (rows: sources, columns: targets)."""
+        head = "| source \\ target | " + " | ".join(self.targets) + " |"
+        rule = "|---|" + "---|" * len(self.targets)
+        rows = [f"| {s} | " + " | ".join(f"{self.rates[s][t]:.1%}" for t in self.targets) + " |" for s in self.sources]
+        clean = "| (clean accuracy) | " + " | ".join(f"{self.clean_accuracy[t]:.1%}" for t in self.targets) + " |"
+        return "\n".join([head, rule, *rows, clean])
+
+    def to_dict(self) -> dict:
+        return {"sources": self.sources, "targets": self.targets, "rates": self.rates,
+                "clean_accuracy": self.clean_accuracy, "queries": self.queries, "substitutes": self.substitutes,
+                "settings": self.settings}
+
+    def to_json(self, path) -> None:
+        from gibbon.reproduce import write_json
+
+        write_json(Path(path), json.loads(json.dumps(self.to_dict(), default=float)))
+
+
+def _predict(model, x, batch_size):
+    out = [model(chunk) for chunk in x.split(batch_size)]
+    out = torch.cat(out)
+    return out.argmax(dim=1) if out.ndim == 2 else out.long()
+
+
+def _differentiable(source) -> bool:
+    return isinstance(source, nn.Module) and not isinstance(source, Oracle) and any(
+        p.is_floating_point() for p in source.parameters())
+
+
+def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                    norm: str = "linf", bounds=(0.0, 1.0), batch_size: int = 250, seed: int = 0,
+                    substitute_seed_x: torch.Tensor | None = None, substitute_arch: str = "mlp-200-200",
+                    substitute_rounds: int = 6, substitute_epochs: int = 10) -> TransferMatrix:
+    """Transfer rate of ``attack`` from every source to every target.
+
+    Args:
+        sources: name -> model. Differentiable torch models are attacked directly; any other
+            (scikit-learn, ONNX, an Oracle) through a substitute trained from its labels.
+        targets: name -> model or callable ``x -> scores``; only predictions are used.
+        attack: a white-box attack ``attack(model, x, y, eps=, norm=, bounds=, generator=)``.
+        x, y: images attacked and their true labels. eps, norm: the attack's budget.
+        substitute_seed_x: the seed images of the substitutes (needed iff a source is a black
+            box; keep them apart from ``x``). substitute_arch, substitute_rounds,
+            substitute_epochs: as :func:`gibbon.transfer.train_substitute`.
+
+    Returns:
+        :class:`TransferMatrix`.
+
+    Example:
+        >>> from gibbon.attacks import FGSM
+        >>> a = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> b = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x = torch.rand(8, 1, 2, 2)
+        >>> m = transfer_matrix({"a": a}, {"a": a, "b": b}, FGSM(), x, a(x).argmax(1), eps=0.5)
+        >>> sorted(m.rates["a"])
+        ['a', 'b']
+    """
+    from gibbon import zoo
+    from gibbon.data import Dataset
+    from gibbon.transfer.substitute import train_substitute
+
+    if not sources or not targets:
+        raise GibbonInputError("transfer_matrix needs at least one source and one target")
+    oracles = {name: model if isinstance(model, Oracle) else Oracle(model) for name, model in targets.items()}
+    with torch.no_grad():
+        correct = {name: _predict(o, x, batch_size) == y for name, o in oracles.items()}
+    rates, substitutes = {}, {}
+    for name, source in sources.items():
+        if not _differentiable(source):
+            if substitute_seed_x is None:
+                raise GibbonInputError(f"source {name!r} is a black box: pass substitute_seed_x= (seed images, apart "
+                                       "from x) so a substitute can be trained from its labels")
+            like = Dataset("substitute", "train", substitute_seed_x, torch.zeros(len(substitute_seed_x), dtype=torch.long),
+                           tuple(str(i) for i in range(int(_num_classes(oracles, x)))), tuple(bounds))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = zoo.build(substitute_arch, like)
+            trained = train_substitute(source, substitute_seed_x, model, rounds=substitute_rounds,
+                                       epochs=substitute_epochs, bounds=bounds, classes=like.classes, seed=seed)
+            with torch.no_grad():
+                agree = float((_predict(trained.substitute, x, batch_size) == _predict(Oracle(source), x, batch_size))
+                              .float().mean())
+            substitutes[name] = {"arch": substitute_arch, "queries": trained.queries, "agreement": agree}
+            source = trained.substitute
+        source = source.eval()
+        adv = torch.cat([attack(source, xb, yb, eps=eps, norm=norm, bounds=bounds,
+                                generator=torch.Generator().manual_seed(seed + i)).detach()
+                         for i, (xb, yb) in enumerate(zip(x.split(batch_size), y.split(batch_size)))])
+        rates[name] = {}
+        for target, oracle in oracles.items():
+            with torch.no_grad():
+                fooled = _predict(oracle, adv, batch_size) != y
+            ok = correct[target]
+            rates[name][target] = float(fooled[ok].float().mean()) if bool(ok.any()) else 0.0
+    return TransferMatrix(list(sources), list(targets), rates,
+                          {t: float(c.float().mean()) for t, c in correct.items()},
+                          {t: o.total for t, o in oracles.items()}, substitutes,
+                          {"eps": eps, "norm": norm, "n": len(x), "seed": seed})
+
+
+def _num_classes(oracles: dict, x: torch.Tensor) -> int:
+    with torch.no_grad():
+        scores = next(iter(oracles.values())).model(x[:1])
+    return int(scores.shape[1])

@@ -1,0 +1,175 @@
+"""Papernot et al.'s black-box attack: train a local substitute by querying the oracle, then
+transfer white-box adversarial examples crafted on it (Papernot, McDaniel, Goodfellow, Jha,
+Celik & Swami 2017, "Practical Black-Box Attacks against Machine Learning", arXiv:1602.02697).
+
+Threat model: black-box, *labels only*. The adversary knows neither the weights nor the
+architecture nor the training data of the oracle; it holds a small seed set (150 images in the
+paper) and can ask for labels. Algorithm 1 of the paper:
+
+1. label the current substitute set ``S_rho`` with the oracle (only its new points are queried);
+2. train the substitute ``F`` on it;
+3. *Jacobian-based dataset augmentation* (eq. 4): ``S_{rho+1} = S_rho ∪ {x + lambda_rho *
+   sign(dF_{O(x)}(x)/dx)}``, the step along the gradient of the substitute's output for the
+   oracle's label, clipped into the box; ``lambda_rho = lambda * (-1)^floor(rho / tau)``, the
+   periodic sign flip of section 5 ("periodic step size");
+4. after the last round, craft with any white-box attack on ``F`` and send to the oracle.
+
+*Reservoir sampling* (Papernot, McDaniel & Goodfellow 2016, "Transferability in Machine
+Learning", arXiv:1605.07277, section 4.1): from round ``sigma`` on, only ``kappa`` randomly
+chosen points of ``S_rho`` are augmented, so queries grow linearly instead of doubling.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from gibbon.core.checks import GibbonInputError
+from gibbon.oracles import Oracle, as_oracle
+
+
+@dataclass
+class SubstituteResult:
+    """What the substitute attack cost and achieved (:func:`substitute_attack`)."""
+
+    substitute: torch.nn.Module
+    queries: int  # labels asked of the oracle while training the substitute
+    training_points: int  # size of the final substitute training set
+    history: list = field(default_factory=list)  # per round: points, queries, seconds
+    substitute_accuracy: float | None = None  # on the evaluation set's true labels
+    agreement: float | None = None  # substitute and oracle predict the same label
+    oracle_accuracy: float | None = None  # oracle on the clean evaluation images
+    adversarial_accuracy: float | None = None  # oracle on the transferred adversarial images
+    transfer_success: float | None = None  # fraction of the oracle's correct images it now misclassifies
+    attack_queries: int = 0  # labels asked to score the evaluation (clean and adversarial)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k != "substitute"}
+
+
+def _labels(oracle: Oracle, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Top-1 labels of the oracle, whatever it answers (scores or labels)."""
+    out = [oracle(chunk) for chunk in x.split(batch_size)]
+    out = torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+    return out.argmax(dim=1) if out.ndim == 2 else out.long()
+
+
+def jacobian_augmentation(substitute, x: torch.Tensor, labels: torch.Tensor, step: float, bounds) -> torch.Tensor:
+    """Eq. 4: ``x + step * sign(d F_label(x) / dx)``, clipped into ``bounds`` (new points only)."""
+    x_var = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        picked = substitute(x_var).gather(1, labels[:, None]).sum()
+        (grad,) = torch.autograd.grad(picked, x_var)
+    return (x + step * grad.sign()).clamp(*bounds).detach()
+
+
+def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, *, rounds: int = 6,
+                     step: float = 0.1, flip_every: int = 3, epochs: int = 10, batch_size: int = 128,
+                     lr: float = 1e-3, reservoir_from: int | None = None, reservoir_size: int = 400,
+                     bounds=(0.0, 1.0), classes=None, seed: int = 0, progress: bool = False,
+                     query_batch: int = 512, first_sign: int = 1) -> SubstituteResult:
+    """Algorithm 1 of Papernot et al. 2017: substitute training with Jacobian-based augmentation.
+
+    Args:
+        oracle: the black box (an Oracle or any model, wrapped in one); only its top-1 labels are used.
+        seed_x: the adversary's initial images ``(N, C, H, W)`` (paper: 150 test images).
+        substitute: a freshly built model (its architecture is the adversary's guess).
+        rounds: substitute training rounds rho (paper: 6); the set is augmented between rounds.
+        step: lambda, the augmentation step (paper: 0.1).
+        flip_every: tau, rounds between sign flips of lambda (paper: 3); 0 disables the flip.
+        epochs, batch_size, lr: substitute training per round (Adam), as :func:`gibbon.zoo.fit`.
+        reservoir_from: sigma, the first round of reservoir sampling (None: always double).
+        reservoir_size: kappa, points augmented per round once reservoir sampling is on.
+        bounds: input box. classes: class names (default: ``0..K-1`` from the first answer).
+        seed: training order and reservoir choices.
+
+    Returns:
+        :class:`SubstituteResult` with the trained substitute, the labels asked and the history.
+    """
+    from gibbon import zoo
+    from gibbon.data import Dataset
+
+    if rounds < 1 or epochs < 1 or step <= 0 or len(seed_x) == 0:
+        raise GibbonInputError("train_substitute needs rounds >= 1, epochs >= 1, step > 0 and seed images")
+    oracle = as_oracle(oracle)
+    generator = torch.Generator().manual_seed(seed)
+    start_total = oracle.total
+    points = seed_x.detach().clone()
+    labels = _labels(oracle, points, query_batch)
+    if classes is None:
+        with torch.no_grad():
+            num_classes = int(substitute(points[:1]).shape[1])
+        classes = tuple(str(i) for i in range(num_classes))
+    history = []
+    for rho in range(rounds):
+        t0 = time.perf_counter()
+        data = Dataset("substitute", "train", points, labels, tuple(classes), tuple(bounds))
+        zoo.fit(substitute, data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer="adam",
+                seed=seed + rho, progress=progress)
+        substitute.eval()
+        history.append({"round": rho, "points": len(points), "queries": oracle.total - start_total,
+                        "seconds": time.perf_counter() - t0})
+        if rho == rounds - 1:
+            break
+        lam = first_sign * step * ((-1) ** (rho // flip_every) if flip_every else 1)  # periodic step size
+        chosen = torch.arange(len(points))
+        if reservoir_from is not None and rho >= reservoir_from:
+            chosen = torch.randperm(len(points), generator=generator)[:reservoir_size]
+        new = jacobian_augmentation(substitute, points[chosen], labels[chosen], lam, bounds)
+        points = torch.cat([points, new])
+        labels = torch.cat([labels, _labels(oracle, new, query_batch)])  # only the new points cost queries
+    return SubstituteResult(substitute=substitute, queries=oracle.total - start_total, training_points=len(points),
+                            history=history)
+
+
+def substitute_attack(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, eval_x: torch.Tensor,
+                      eval_y: torch.Tensor, attack, *, eps: float | None = None, norm: str = "linf",
+                      eval_batch_size: int = 500, generator_seed: int = 0, **training) -> SubstituteResult:
+    """Train a substitute (:func:`train_substitute`), craft ``attack`` on it, send it to the oracle.
+
+    Args:
+        oracle: the black box. seed_x: the adversary's seed images. substitute: a fresh model.
+        eval_x, eval_y: images to attack and their true labels (disjoint from ``seed_x``).
+        attack: any white-box attack ``attack(model, x, y, eps=, norm=, bounds=, generator=)``,
+            e.g. ``FGSM()`` (the paper: FGSM at eps 0.3).
+        eps, norm: the attack's budget. eval_batch_size: images per crafting / query batch.
+        **training: arguments of :func:`train_substitute`.
+
+    Returns:
+        :class:`SubstituteResult` with the substitute's accuracy and agreement with the oracle on
+        ``eval_x``, the oracle's clean and adversarial accuracy and the transfer success rate
+        (fraction of the images the oracle gets right whose adversarial version it gets wrong).
+
+    Example:
+        >>> from gibbon.attacks import FGSM
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> sub = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x = torch.rand(20, 1, 2, 2)
+        >>> result = substitute_attack(net, x[:10], sub, x[10:], net(x[10:]).argmax(1), FGSM(), eps=0.1,
+        ...                            rounds=2, epochs=1)
+        >>> result.queries, result.training_points
+        (20, 20)
+    """
+    oracle = as_oracle(oracle)
+    bounds = training.get("bounds", (0.0, 1.0))
+    result = train_substitute(oracle, seed_x, substitute, **training)
+    before = oracle.total
+    sub = result.substitute
+    with torch.no_grad():
+        sub_pred = torch.cat([sub(chunk).argmax(1) for chunk in eval_x.split(eval_batch_size)])
+    oracle_pred = _labels(oracle, eval_x, eval_batch_size)
+    adv = []
+    for i, (xb, yb) in enumerate(zip(eval_x.split(eval_batch_size), eval_y.split(eval_batch_size))):
+        gen = torch.Generator().manual_seed(generator_seed + i)
+        adv.append(attack(sub, xb, yb, eps=eps, norm=norm, bounds=bounds, generator=gen).detach())
+    adv_pred = _labels(oracle, torch.cat(adv), eval_batch_size)
+    correct = oracle_pred == eval_y
+    result.substitute_accuracy = float((sub_pred == eval_y).float().mean())
+    result.agreement = float((sub_pred == oracle_pred).float().mean())
+    result.oracle_accuracy = float(correct.float().mean())
+    result.adversarial_accuracy = float((adv_pred == eval_y).float().mean())
+    result.transfer_success = float((adv_pred[correct] != eval_y[correct]).float().mean()) if correct.any() else 0.0
+    result.attack_queries = oracle.total - before
+    return result
