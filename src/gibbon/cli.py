@@ -536,7 +536,7 @@ def _format_ours(row: dict) -> str:
     ratios, rho) as plain numbers."""
     quantity = row["quantity"].lower()
     rate = any(word in quantity for word in ("accuracy", "success", "error", "fraction", "misclassified",
-                                             "agreement"))
+                                             "agreement", "rate"))
     measure = any(word in quantity for word in ("l2", "rho", "eps at"))
     return f"{row['ours']:.2%}" if rate and not measure else f"{row['ours']:.4g}"
 
