@@ -20,7 +20,7 @@ def test_every_target_is_listed_with_a_citation():
     assert set(reproduce.TARGETS) >= {"goodfellow2015-softmax", "goodfellow2015-logistic", "madry2018-natural",
                                       "moosavi2016-deepfool", "carlini2017-cw", "papernot2016-jsma",
                                       "su2019-onepixel", "wong2020-fast-reliable", "papernot2017-substitute",
-                                      "papernot2016-transferability"}
+                                      "papernot2016-transferability", "tramer2017-gaas"}
     for target in reproduce.TARGETS.values():
         assert target.run.__doc__ and "arXiv" in target.run.__doc__
 

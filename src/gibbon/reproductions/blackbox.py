@@ -4,6 +4,8 @@
   against a CNN oracle seen through its labels only.
 * ``papernot2016-transferability``: Papernot, McDaniel & Goodfellow 2016 (arXiv:1605.07277), the
   cross-technique transferability matrix (DNN, LR, SVM, DT, kNN).
+* ``tramer2017-gaas``: Tramèr et al. 2017 (arXiv:1704.03453), the dimension of the adversarial
+  and of the transferable subspace for a fully connected net and a CNN.
 """
 
 from __future__ import annotations
@@ -111,6 +113,50 @@ def papernot2016_transferability(seed=0, device="cpu") -> list:
     return rows
 
 
+GAAS_EPS, GAAS_KS = 5.0, (1, 2, 5, 10, 20, 50, 100, 200)
+
+
+def tramer2017_gaas(seed=0, device="cpu") -> list:
+    """Tramèr, Papernot, Goodfellow, Boneh & McDaniel 2017, "The Space of Transferable
+    Adversarial Examples" (arXiv:1704.03453), section 3.1: with gradient-aligned adversarial
+    subspaces (GAAS), an MNIST fully connected net has about 44 orthogonal adversarial
+    directions, 25 of which transfer to another FC net; a CNN has about 15, of which 2 transfer
+    to another CNN (their models and L2 budget, not ours: the numbers are recorded side by side).
+
+    Here: FC = the DeepFool paper's 784-500-150-10 MLP (source) and the MLP 200-200 (target);
+    CNN = LeNet-5 (source) and Madry et al.'s CNN (target); 100 test images both classify
+    correctly; k in 1..200; eps 5 (L2), points clipped into [0, 1]. Checked: the FC net has more
+    adversarial directions than the CNN, and more of them transfer.
+    """
+    from gibbon import data as gdata
+    from gibbon import zoo
+    from gibbon.reproduce import _row
+    from gibbon.transfer import adversarial_subspace
+
+    test = gdata.load("mnist", "test", n=300)
+    load = lambda arch, epochs: zoo.load(zoo.trained(arch, "mnist", epochs=epochs, seed=seed, progress=False),  # noqa: E731
+                                         device=device).eval()
+    pairs = {"FC": (load("fc-500-150", 5), load("mlp-200-200", 5), 44, 25),
+             "CNN": (load("lenet5", 5), load("madry-cnn", 2), 15, 2)}
+    found = {}
+    rows = []
+    for name, (source, target, paper_dirs, paper_moved) in pairs.items():
+        x, y = test.x.to(device), test.y.to(device)
+        with torch.no_grad():
+            ok = (source(x).argmax(1) == y) & (target(x).argmax(1) == y)
+        result = adversarial_subspace(source, target, x[ok][:100], y[ok][:100], eps=GAAS_EPS, ks=GAAS_KS)
+        found[name] = result
+        rows += [_row(f"{name}: mean adversarial directions (GAAS, eps 5)", paper_dirs, result.mean_directions,
+                      "record", True),
+                 _row(f"{name}: of which transfer to the other {name}", paper_moved, result.mean_transferred,
+                      "record", True)]
+    rows += [_row("FC has more adversarial directions than the CNN", "44 > 15", found["FC"].mean_directions,
+                  "> CNN's", found["FC"].mean_directions > found["CNN"].mean_directions),
+             _row("more of the FC's directions transfer", "25 > 2", found["FC"].mean_transferred,
+                  "> CNN's", found["FC"].mean_transferred > found["CNN"].mean_transferred)]
+    return rows
+
+
 def targets() -> list:
     """The :class:`gibbon.reproduce.Target` s of this module."""
     from gibbon.reproduce import Target
@@ -119,4 +165,6 @@ def targets() -> list:
                    "substitute from 150 seeds, 6 rounds: FGSM eps .3 fools the oracle 84.24%", papernot2017_substitute),
             Target("papernot2016-transferability", "Papernot, McDaniel & Goodfellow 2016",
                    "cross-technique transfer (DNN, LR, SVM, DT, kNN); LR/SVM/DT more vulnerable than the DNN",
-                   papernot2016_transferability)]
+                   papernot2016_transferability),
+            Target("tramer2017-gaas", "Tramer et al. 2017",
+                   "GAAS: FC 44 directions (25 transfer), CNN 15 (2 transfer)", tramer2017_gaas)]
