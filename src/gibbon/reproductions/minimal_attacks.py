@@ -21,8 +21,8 @@ import torch
 EPOCHS = {"fc-500-150": 5, "lenet5": 5}
 #: Images per forward/backward pass in the helpers below.
 BATCH = 500
-#: Generations of the few-pixel differential evolution. The paper runs 100; 20 here keeps the
-#: run near 10 min on 2 shared CPU cores (100 did not finish the 1-pixel stage in 7 min).
+#: Generations of the few-pixel differential evolution: the paper's 100 (the reproduction then
+#: takes about 11 min on 2 CPU cores; the attack runs at the forward-pass floor).
 ONE_PIXEL_ITERATIONS = 100
 ONE_PIXEL_POPULATION = 400
 #: C&W L2 budget of the reproduction: the issue's 5 search steps x 200 iterations, with a learning
@@ -253,8 +253,8 @@ def su2019_onepixel(seed=0, device="cpu") -> list:
     changing 1, 3 or 5 pixels. The paper evaluates CIFAR-10 and ImageNet only, so on MNIST the
     untargeted success rates are recorded and checked to grow with the number of pixels.
 
-    Here: LeNet-5, the first 100 correctly classified test images, untargeted, population 400
-    but 20 generations (:data:`ONE_PIXEL_ITERATIONS`; the paper's 100 is too slow on CPU).
+    Here: LeNet-5, the first 100 correctly classified test images, untargeted, population 400,
+    100 generations (:data:`ONE_PIXEL_ITERATIONS`), as the paper.
     """
     from gibbon import data as gdata
     from gibbon.attacks import OnePixel
