@@ -238,7 +238,7 @@ def evaluate(
     from gibbon.attacks import parse_attack
     from gibbon.core.norms import get_norm
     from gibbon.evaluation import evaluate as run_evaluation
-    from gibbon.evaluation.inputs import resolve_attacks
+    from gibbon.evaluation.inputs import require_black_box, resolve_attacks
     from gibbon.evaluation.suites import suite_attacks
 
     check_seed_and_batch(seed, batch_size)
@@ -246,16 +246,13 @@ def evaluate(
     norm = get_norm(norm).name
     configs = [parse_attack(spec) for spec in (suite_attacks(suite) if suite else []) + list(attack)]
     resolved = resolve_attacks(configs, norm, targeted=False)  # fail fast on a norm the attack does not define
+    if oracle_spec is not None and gradient is None:
+        require_black_box(resolved)  # fail fast: a gradient attack on a black box
     if oracle_spec is not None:
         if model_spec is not None:
             raise GibbonInputError("pass either --model or --oracle, not both")
         if not configs:
             raise GibbonInputError("pass at least one black-box --attack (e.g. --attack square) for an --oracle target")
-        white = [a.name for a in resolved if not a.black_box]
-        if white and gradient is None:
-            raise GibbonInputError(f"attack {', '.join(white)} needs gradients, which an --oracle target never gives; "
-                                   "use a black-box attack (e.g. --attack square or one-pixel; see `gibbon attacks`) "
-                                   "or estimate gradients from scores with --gradient nes")
     elif model_spec is None:
         configs = configs or [parse_attack(s) for s in MAIN_ATTACKS]
         eps = eps or MAIN_EPS
@@ -370,10 +367,7 @@ def substitute(
         raise GibbonInputError("--seed-images, --n, --rounds and --epochs must be >= 1 and --step > 0")
     attack_cfg = parse_attack(attack_spec)
     resolve_attacks([attack_cfg], norm, targeted=False)
-    if Path(oracle_spec).suffix == ".safetensors" and ":" not in oracle_spec:
-        oracle = Oracle(gzoo.load(oracle_spec).eval(), output="label")
-    else:
-        oracle = Oracle(load_oracle(oracle_spec), output="label")
+    oracle = Oracle(_load_any(oracle_spec), output="label")
     test = gdata.load(dataset, "test", n=seed_images + n)
     if len(test) <= seed_images:
         raise GibbonInputError(f"{dataset} has {len(test)} test images: fewer than --seed-images + 1")

@@ -74,8 +74,12 @@ def check_black_box_target(model, attacks: list[AttackSpec]) -> None:
     gradient-free attacks can run on it; say so before any work starts."""
     from gibbon.oracles import Oracle
 
-    if not isinstance(model, Oracle):
-        return
+    if isinstance(model, Oracle):
+        require_black_box(attacks)
+
+
+def require_black_box(attacks: list[AttackSpec]) -> None:
+    """Raise if any of ``attacks`` needs gradients, naming the black-box attacks to use instead."""
     white = [a.name for a in attacks if not a.black_box]
     if white:
         from gibbon.attacks import ATTACKS
@@ -83,7 +87,8 @@ def check_black_box_target(model, attacks: list[AttackSpec]) -> None:
         allowed = ", ".join(sorted(name for name, cls in ATTACKS.items() if getattr(cls, "black_box", False)))
         raise GibbonInputError(
             f"attack {', '.join(white)} needs gradients, and a black-box target (an Oracle) gives none: "
-            f"use a black-box attack ({allowed})")
+            f"use a black-box attack ({allowed}), or give the attack estimated gradients: "
+            "gibbon.oracles.EstimatedGradient(oracle) (CLI: --gradient nes)")
 
 
 def eps_list(eps, *, all_minimal: bool = False) -> list[float]:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gibbon.core.checks import GibbonInputError
+from gibbon.transfer._batches import craft, predicted_labels
 
 FUSIONS = ("logits", "probabilities")
 
@@ -70,20 +71,6 @@ class TransferResult:
     transfer_success: float  # fraction of the target's correct images now misclassified (ensemble)
 
 
-def _accuracy(model, x, y, batch_size):
-    with torch.no_grad():
-        pred = torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
-    return pred == y
-
-
-def _craft(model, attack, x, y, *, eps, norm, bounds, batch_size, seed):
-    out = []
-    for i, (xb, yb) in enumerate(zip(x.split(batch_size), y.split(batch_size))):
-        gen = torch.Generator().manual_seed(seed + i)
-        out.append(attack(model, xb, yb, eps=eps, norm=norm, bounds=bounds, generator=gen).detach())
-    return torch.cat(out)
-
-
 def ensemble_transfer(sources: dict, target, attack, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                       norm: str = "linf", fusion: str = "logits", bounds=(0.0, 1.0), batch_size: int = 250,
                       seed: int = 0) -> TransferResult:
@@ -98,13 +85,13 @@ def ensemble_transfer(sources: dict, target, attack, x: torch.Tensor, y: torch.T
         :class:`TransferResult`: the target's accuracy on the ensemble's examples and on each
         single source's, so the ensemble's gain (Liu et al.'s claim) can be read off.
     """
-    correct = _accuracy(target, x, y, batch_size)
+    correct = predicted_labels(target, x, batch_size) == y
     single = {}
     for name, model in sources.items():
-        adv = _craft(model, attack, x, y, eps=eps, norm=norm, bounds=bounds, batch_size=batch_size, seed=seed)
-        single[name] = float(_accuracy(target, adv, y, batch_size).float().mean())
+        adv = craft(model, attack, x, y, eps=eps, norm=norm, bounds=bounds, batch_size=batch_size, seed=seed)
+        single[name] = float((predicted_labels(target, adv, batch_size) == y).float().mean())
     ensemble = Ensemble(list(sources.values()), fusion=fusion)
-    adv = _craft(ensemble, attack, x, y, eps=eps, norm=norm, bounds=bounds, batch_size=batch_size, seed=seed)
-    hit = _accuracy(target, adv, y, batch_size)
+    adv = craft(ensemble, attack, x, y, eps=eps, norm=norm, bounds=bounds, batch_size=batch_size, seed=seed)
+    hit = predicted_labels(target, adv, batch_size) == y
     success = float((~hit[correct]).float().mean()) if bool(correct.any()) else 0.0
     return TransferResult(float(correct.float().mean()), float(hit.float().mean()), single, success)

@@ -25,6 +25,7 @@ from torch import nn
 
 from gibbon.core.checks import GibbonInputError
 from gibbon.oracles import Oracle
+from gibbon.transfer._batches import craft, predicted_labels
 
 
 @dataclass
@@ -56,12 +57,6 @@ class TransferMatrix:
         from gibbon.reproduce import write_json
 
         write_json(Path(path), json.loads(json.dumps(self.to_dict(), default=float)))
-
-
-def _predict(model, x, batch_size):
-    out = [model(chunk) for chunk in x.split(batch_size)]
-    out = torch.cat(out)
-    return out.argmax(dim=1) if out.ndim == 2 else out.long()
 
 
 def _differentiable(source) -> bool:
@@ -104,8 +99,7 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
     if not sources or not targets:
         raise GibbonInputError("transfer_matrix needs at least one source and one target")
     oracles = {name: model if isinstance(model, Oracle) else Oracle(model) for name, model in targets.items()}
-    with torch.no_grad():
-        correct = {name: _predict(o, x, batch_size) == y for name, o in oracles.items()}
+    correct = {name: predicted_labels(o, x, batch_size) == y for name, o in oracles.items()}
     rates, substitutes = {}, {}
     for name, source in sources.items():
         if not _differentiable(source):
@@ -119,19 +113,15 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
                 model = zoo.build(substitute_arch, like)
             trained = train_substitute(source, substitute_seed_x, model, rounds=substitute_rounds,
                                        epochs=substitute_epochs, bounds=bounds, classes=like.classes, seed=seed)
-            with torch.no_grad():
-                agree = float((_predict(trained.substitute, x, batch_size) == _predict(Oracle(source), x, batch_size))
-                              .float().mean())
+            agree = float((predicted_labels(trained.substitute, x, batch_size)
+                           == predicted_labels(Oracle(source), x, batch_size)).float().mean())
             substitutes[name] = {"arch": substitute_arch, "queries": trained.queries, "agreement": agree}
             source = trained.substitute
         source = source.eval()
-        adv = torch.cat([attack(source, xb, yb, eps=eps, norm=norm, bounds=bounds,
-                                generator=torch.Generator().manual_seed(seed + i)).detach()
-                         for i, (xb, yb) in enumerate(zip(x.split(batch_size), y.split(batch_size)))])
+        adv = craft(source, attack, x, y, eps=eps, norm=norm, bounds=bounds, batch_size=batch_size, seed=seed)
         rates[name] = {}
         for target, oracle in oracles.items():
-            with torch.no_grad():
-                fooled = _predict(oracle, adv, batch_size) != y
+            fooled = predicted_labels(oracle, adv, batch_size) != y
             ok = correct[target]
             rates[name][target] = float(fooled[ok].float().mean()) if bool(ok.any()) else 0.0
     return TransferMatrix(list(sources), list(targets), rates,

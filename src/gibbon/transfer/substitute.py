@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import torch
 
 from gibbon.core.checks import GibbonInputError
-from gibbon.oracles import Oracle, as_oracle
+from gibbon.oracles import as_oracle
+from gibbon.transfer._batches import craft, predicted_labels
 
 
 @dataclass
@@ -47,13 +48,6 @@ class SubstituteResult:
 
     def to_dict(self) -> dict:
         return {k: v for k, v in vars(self).items() if k != "substitute"}
-
-
-def _labels(oracle: Oracle, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Top-1 labels of the oracle, whatever it answers (scores or labels)."""
-    out = [oracle(chunk) for chunk in x.split(batch_size)]
-    out = torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-    return out.argmax(dim=1) if out.ndim == 2 else out.long()
 
 
 def jacobian_augmentation(substitute, x: torch.Tensor, labels: torch.Tensor, step: float, bounds) -> torch.Tensor:
@@ -97,7 +91,7 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
     generator = torch.Generator().manual_seed(seed)
     start_total = oracle.total
     points = seed_x.detach().clone()
-    labels = _labels(oracle, points, query_batch)
+    labels = predicted_labels(oracle, points, query_batch)
     if classes is None:
         with torch.no_grad():
             num_classes = int(substitute(points[:1]).shape[1])
@@ -119,7 +113,7 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
             chosen = torch.randperm(len(points), generator=generator)[:reservoir_size]
         new = jacobian_augmentation(substitute, points[chosen], labels[chosen], lam, bounds)
         points = torch.cat([points, new])
-        labels = torch.cat([labels, _labels(oracle, new, query_batch)])  # only the new points cost queries
+        labels = torch.cat([labels, predicted_labels(oracle, new, query_batch)])  # only the new points cost queries
     return SubstituteResult(substitute=substitute, queries=oracle.total - start_total, training_points=len(points),
                             history=history)
 
@@ -157,14 +151,11 @@ def substitute_attack(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module,
     result = train_substitute(oracle, seed_x, substitute, **training)
     before = oracle.total
     sub = result.substitute
-    with torch.no_grad():
-        sub_pred = torch.cat([sub(chunk).argmax(1) for chunk in eval_x.split(eval_batch_size)])
-    oracle_pred = _labels(oracle, eval_x, eval_batch_size)
-    adv = []
-    for i, (xb, yb) in enumerate(zip(eval_x.split(eval_batch_size), eval_y.split(eval_batch_size))):
-        gen = torch.Generator().manual_seed(generator_seed + i)
-        adv.append(attack(sub, xb, yb, eps=eps, norm=norm, bounds=bounds, generator=gen).detach())
-    adv_pred = _labels(oracle, torch.cat(adv), eval_batch_size)
+    sub_pred = predicted_labels(sub, eval_x, eval_batch_size)
+    oracle_pred = predicted_labels(oracle, eval_x, eval_batch_size)
+    adv = craft(sub, attack, eval_x, eval_y, eps=eps, norm=norm, bounds=bounds, batch_size=eval_batch_size,
+                seed=generator_seed)
+    adv_pred = predicted_labels(oracle, adv, eval_batch_size)
     correct = oracle_pred == eval_y
     result.substitute_accuracy = float((sub_pred == eval_y).float().mean())
     result.agreement = float((sub_pred == oracle_pred).float().mean())
