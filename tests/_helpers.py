@@ -28,3 +28,11 @@ def run_cli(monkeypatch, *args) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
+
+
+def digits_mlp(seed: int = 0) -> torch.nn.Module:
+    """A fresh 64-128-10 ReLU MLP for 8x8 digits, its weights seeded without touching the global RNG."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(),
+                                   torch.nn.Linear(128, 10))

@@ -165,11 +165,17 @@ def train(
         None, "--n", "--n-train", help="Train on N training images only (--arch: the first N; --technique: a "
                                        "random N drawn with --seed; svm-rbf and knn default to 10000)."),
     param: List[str] = typer.Option([], "--param", help="KEY=VALUE estimator parameter (--technique); repeat."),
+    defense: Optional[str] = typer.Option(
+        None, "--defense", help="Train with a defense (--arch): fgsm, pgd, fast, trades, ensemble, vat, distill, noise, "
+                                "with options as NAME:key=value,... e.g. pgd:eps=0.3,steps=40 (see `gibbon defenses`)."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule (--arch): constant, cyclic "
+                                                                    "(Wong et al.'s, for --defense fast) or step."),
     seed: int = SeedOpt,
     batch_size: int = typer.Option(128, "--batch-size", help="Training mini-batch size."),
     device: Optional[str] = DeviceOpt,
 ):
-    """Train a zoo architecture (checkpoints every epoch, resumes after a kill) or a scikit-learn technique."""
+    """Train a zoo architecture (checkpoints every epoch, resumes after a kill), optionally with a defense, or a
+    scikit-learn technique."""
     import torch
 
     from gibbon import data as gdata
@@ -183,7 +189,8 @@ def train(
     if n_train is not None and n_train < 1:
         raise GibbonInputError(f"--n-train must be >= 1, got {n_train}")
     if technique is not None:
-        unused = [name for name, value in (("--epochs", epochs), ("--lr", lr)) if value is not None]
+        unused = [name for name, value in (("--epochs", epochs), ("--lr", lr), ("--defense", defense),
+                                           ("--schedule", schedule)) if value is not None]
         if unused:
             raise GibbonInputError(f"{' and '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} to --arch only; "
                                    "a --technique takes --param KEY=VALUE")
@@ -197,6 +204,11 @@ def train(
         raise GibbonInputError(f"--epochs must be >= 1, got {epochs}")
     if out_path.suffix != ".safetensors":
         raise GibbonInputError(f"--out must end in .safetensors, got {out_path}")
+    defense_config = None
+    if defense is not None:
+        from gibbon.defenses import parse_defense
+
+        defense_config = parse_defense(defense)
     device = resolve_device(device)
     train_set = gdata.load(dataset, "train", n=n_train)
     val_set, test_set = gdata.load(dataset, "val"), gdata.load(dataset, "test")
@@ -204,13 +216,22 @@ def train(
         torch.manual_seed(seed)
         model = zoo.build(arch, train_set).to(device)
     ckpt = out_path.with_name(out_path.stem + ".ckpt")
-    result = zoo.fit(model, train_set, epochs=epochs, batch_size=batch_size, lr=lr, val=val_set, seed=seed,
-                     checkpoint_dir=ckpt, device=device)
+    fit_kwargs = dict(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, val=val_set, seed=seed,
+                      checkpoint_dir=ckpt, device=device)
+    if defense_config is None:
+        result = zoo.fit(model, train_set, **fit_kwargs)
+    else:
+        console.print(f"defense: {defense_config.spec()} ({defense_config.paper})", highlight=False)
+        result = defense_config.fit(model, train_set, **fit_kwargs)
     acc = zoo.accuracy(model, test_set)
-    card = {"architecture": arch, "dataset": dataset, "seed": seed, "epochs": epochs, "lr": lr,
-            "n_train": len(train_set), "clean_test_accuracy": acc, "history": result.history}
+    card = {"architecture": arch, "dataset": dataset, "seed": seed, "epochs": epochs, "lr": lr, "schedule": schedule,
+            "batch_size": batch_size, "n_train": len(train_set), "clean_test_accuracy": acc, "history": result.history}
+    if defense_config is not None:
+        card["defense"] = defense_config.card()
+        card["early_stopped"], card["kept_epoch"] = result.early_stopped, result.kept_epoch
     zoo.save(model, out_path, card, dataset=train_set)
-    out.print(f"saved {out_path} (test accuracy {acc:.2%})")
+    shown = "" if defense_config is None else f", defense {defense_config.name}"
+    out.print(f"saved {out_path} (test accuracy {acc:.2%}{shown})")
 
 
 @app.command()
@@ -392,6 +413,55 @@ def substitute(
         out.print(f"result written to {json_path}")
 
 
+@app.command()
+def diagnose(
+    model_spec: str = typer.Option(..., "--model", help="PATH.safetensors, or pkg.module:factory with --weights."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weights for a pkg.module:factory model."),
+    dataset: str = DatasetOpt,
+    split: str = SplitOpt,
+    eps: float = typer.Option(0.3, "--eps", help="The L-infinity budget the defense claims."),
+    n: int = typer.Option(500, "--n", help="Samples attacked (the first N of the split)."),
+    square_queries: int = typer.Option(1000, "--square-queries", help="Square's query budget per sample."),
+    transfer_from: Optional[str] = typer.Option(None, "--transfer-from", help="A separately trained PATH.safetensors: "
+                                                "PGD-100 crafted on it is sent to the model."),
+    substitute_check: bool = typer.Option(False, "--substitute", help="Also run Papernot's substitute attack (minutes)."),
+    transform: Optional[str] = typer.Option(None, "--transform", help="Put an input transformation in front of the "
+                                            "model, NAME[:key=value,...] (see gibbon.defenses.transforms)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the diagnosis as JSON here."),
+    seed: int = SeedOpt,
+    batch_size: int = BatchOpt,
+    device: Optional[str] = DeviceOpt,
+):
+    """Gradient-masking diagnostics: a checklist of findings and a verdict (exit code 0 either way)."""
+    from gibbon import data as gdata
+    from gibbon.evaluation.diagnose import diagnose as run_diagnose
+
+    check_seed_and_batch(seed, batch_size)
+    if n < 1 or square_queries < 1:
+        raise GibbonInputError("--n and --square-queries must be >= 1")
+    device = resolve_device(device)
+    model = load_model(model_spec, weights, device).eval()
+    if transform is not None:
+        from gibbon.defenses.front_ends import parse_transform
+
+        model = parse_transform(transform, model)
+    data = gdata.load(dataset, split)
+    check_model_fits(model, data)
+    source = None if transfer_from is None else load_model(transfer_from, None, device).eval()
+    report = run_diagnose(model, data, eps=eps, n=n, batch_size=batch_size, seed=seed, device=device,
+                          square_queries=square_queries, transfer_from=source, substitute=substitute_check,
+                          progress=True)
+    for name, acc in report.accuracies.items():
+        low, high = acc["interval"]
+        out.print(f"{name:<20s} {acc['accuracy']:7.2%}  [{low:.1%}, {high:.1%}]", highlight=False)
+    out.print(report.checklist(), highlight=False)
+    if json_path is not None:
+        from gibbon.evaluation.report import jsonable, write_json_atomic
+
+        write_json_atomic(json_path, jsonable({"model": model_spec, "transform": transform, **report.to_dict()}))
+        out.print(f"diagnosis written to {json_path}")
+
+
 def _load_any(spec: str):
     """A zoo ``PATH.safetensors`` (a torch model) or ``sklearn:PATH`` / ``onnx:PATH`` (a black box)."""
     from gibbon import zoo as gzoo
@@ -473,22 +543,34 @@ def zoo():
     out.print(table)
 
 
+def _registry_table(title: str, registry: dict, column: str, describe) -> None:
+    """Print a registry (attacks, defenses) as name | ``column`` | options with their defaults."""
+    from rich.table import Table
+
+    from gibbon.core.specs import dataclass_defaults
+
+    table = Table(title=title)
+    for col in ("name", column, "options (defaults)"):
+        table.add_column(col)
+    for name, cls in sorted(registry.items()):
+        table.add_row(name, describe(cls), ", ".join(f"{k}={v}" for k, v in dataclass_defaults(cls).items()))
+    out.print(table)
+
+
 @app.command()
 def attacks():
     """List the registered attacks with their norms and options."""
-    import dataclasses
-
-    from rich.table import Table
-
     from gibbon.attacks import ATTACKS
 
-    table = Table(title="attacks")
-    for col in ("name", "norms", "options (defaults)"):
-        table.add_column(col)
-    for name, cls in sorted(ATTACKS.items()):
-        opts = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
-        table.add_row(name, " ".join(cls.norms), opts)
-    out.print(table)
+    _registry_table("attacks", ATTACKS, "norms", lambda cls: " ".join(cls.norms))
+
+
+@app.command()
+def defenses():
+    """List the training defenses (`gibbon train --defense NAME:key=value`) with their options."""
+    from gibbon.defenses import DEFENSES
+
+    _registry_table("defenses", DEFENSES, "paper", lambda cls: cls.paper)
 
 
 @app.command()
@@ -533,6 +615,11 @@ def _format_ours(row: dict) -> str:
                                              "agreement", "rate"))
     measure = any(word in quantity for word in ("l2", "rho", "eps at"))
     return f"{row['ours']:.2%}" if rate and not measure else f"{row['ours']:.4g}"
+
+
+from gibbon.serve.command import serve as _serve_command  # noqa: E402 - fastapi/uvicorn load inside the command
+
+app.command("serve")(_serve_command)
 
 
 def main() -> None:

@@ -6,22 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gibbon import data, zoo
+from _helpers import digits_mlp
+from gibbon import zoo
 from gibbon.attacks import PGD
 from gibbon.core.checks import GibbonInputError
 from gibbon.defenses import fast_objective
-
-
-def _mlp(seed=0):
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(),
-                                   torch.nn.Linear(128, 10))
-
-
-@pytest.fixture(scope="module")
-def digits_sets():
-    return data.load("digits", "train"), data.load("digits", "test")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +19,7 @@ def natural_and_fast(digits_sets):
     train, _ = digits_sets
     models = {}
     for name, objective in (("natural", None), ("fast", fast_objective(0.1))):
-        model = _mlp()
+        model = digits_mlp()
         zoo.fit(model, train, epochs=10, batch_size=50, lr=1e-2, schedule="cyclic", objective=objective,
                 progress=False)
         models[name] = model
@@ -72,7 +61,7 @@ def test_objective_leaves_no_trace_and_stays_in_the_ball(digits_sets):
     class Spy(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.net = _mlp()
+            self.net = digits_mlp()
 
         def forward(self, inp):
             seen.append(inp.detach().clone())
@@ -94,7 +83,7 @@ def test_objective_leaves_no_trace_and_stays_in_the_ball(digits_sets):
 
 def test_same_generator_same_loss(digits_sets):
     train, _ = digits_sets
-    model = _mlp()
+    model = digits_mlp()
     a = fast_objective(0.1, generator=torch.Generator().manual_seed(3))(model, train.x[:16], train.y[:16])
     b = fast_objective(0.1, generator=torch.Generator().manual_seed(3))(model, train.x[:16], train.y[:16])
     assert torch.equal(a, b)
@@ -114,7 +103,7 @@ def test_random_start_is_two_sided_at_saturated_pixels():
 
     def model(inp):
         seen.append(inp.detach().clone())
-        return _mlp()(inp)
+        return digits_mlp()(inp)
 
     eps = 0.3
     for start_in_box, low in ((False, -eps), (True, 0.0)):

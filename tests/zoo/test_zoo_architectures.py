@@ -6,12 +6,12 @@ from gibbon.core.checks import GibbonInputError
 from gibbon.zoo import ARCHITECTURES, build
 from gibbon.zoo.architectures import DATASET_SHAPES
 
-CONV_UPSAMPLED = ["madry-cnn", "wong-net", "tramer-a", "tramer-b", "tramer-c", "lenet5"]
+CONV_UPSAMPLED = ["madry-cnn", "wong-net", "carlini-mnist", "tramer-a", "tramer-b", "tramer-c", "lenet5"]
 
 
 def test_registry_names():
     assert set(ARCHITECTURES) == {
-        "madry-cnn", "wong-net", "tramer-a", "tramer-b", "tramer-c", "tramer-d", "lenet5",
+        "madry-cnn", "wong-net", "carlini-mnist", "tramer-a", "tramer-b", "tramer-c", "tramer-d", "lenet5",
         "fc-500-150", "mlp-200-200", "maxout", "softmax-regression", "logistic-regression",
     }
     assert all(isinstance(d, str) and d for d in ARCHITECTURES.values())
@@ -51,7 +51,7 @@ def test_madry_cnn_parameter_count():
 
 @pytest.mark.parametrize("name, expected", [("lenet5", 61_706), ("wong-net", 166_406),
                                             ("fc-500-150", 784 * 500 + 500 + 500 * 150 + 150 + 1510),
-                                            ("tramer-b", 710_218)])
+                                            ("tramer-b", 710_218), ("carlini-mnist", 312_202)])
 def test_known_parameter_counts_on_mnist(name, expected):
     assert sum(p.numel() for p in build(name, "mnist").parameters()) == expected
 

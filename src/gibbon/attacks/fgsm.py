@@ -44,8 +44,8 @@ def fgsm(model, x, y, *, eps, norm="linf", loss="ce", target=None, bounds=(0.0, 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
         >>> x = torch.full((1, 1, 2, 2), 0.5)
-        >>> float((fgsm(model, x, torch.tensor([0]), eps=0.1) - x).abs().max())
-        0.10000002384185791
+        >>> round(float((fgsm(model, x, torch.tensor([0]), eps=0.1) - x).abs().max()), 6)
+        0.1
     """
     bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS)
     norm = get_norm(norm)

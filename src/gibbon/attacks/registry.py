@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, ClassVar
 
-from gibbon.core.checks import GibbonInputError
+from gibbon.core.specs import dataclass_defaults, parse_options, split_spec
 
 ATTACKS: dict[str, type] = {}
 
@@ -53,29 +53,6 @@ def register(name: str) -> Callable[[type], type]:
     return wrap
 
 
-def _coerce(value: str, like):
-    """Turn a CLI string into the type of the field's default (bool, int, float, str, None)."""
-    lowered = value.lower()
-    if isinstance(like, bool):
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected true/false, got {value!r}")
-    if lowered == "none":
-        return None
-    if isinstance(like, int):
-        return int(value)
-    if isinstance(like, float) or like is None:
-        try:
-            return float(value)
-        except ValueError:
-            if like is None:
-                return value
-            raise
-    return value
-
-
 def parse_attack(spec: str):
     """Build a config from ``"NAME"`` or ``"NAME:key=value,key=value"``.
 
@@ -83,24 +60,6 @@ def parse_attack(spec: str):
         >>> parse_attack("pgd:steps=100,restarts=10").steps
         100
     """
-    name, _, rest = spec.partition(":")
-    name = name.strip().lower()
-    if name not in ATTACKS:
-        raise GibbonInputError(f"unknown attack {name!r}; available: {', '.join(sorted(ATTACKS))}")
+    name, rest = split_spec(spec, ATTACKS, "attack")
     cls = ATTACKS[name]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, eq, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not eq or key not in fields:
-            raise GibbonInputError(
-                f"bad option {item!r} for attack {name!r}; options are: {', '.join(fields) or 'none'}"
-            )
-        field = fields[key]
-        default = field.default if field.default is not dataclasses.MISSING else None
-        try:
-            kwargs[key] = _coerce(value.strip(), default)
-        except ValueError as err:
-            raise GibbonInputError(f"bad value for {name}:{key}: {err}") from None
-    return cls(**kwargs)
+    return cls(**parse_options(rest, dataclass_defaults(cls), kind="attack", name=name))

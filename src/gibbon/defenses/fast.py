@@ -26,6 +26,7 @@ Check a fast-trained model with PGD / ``evaluate(..., suite="reliable")``, never
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 
 from gibbon.core.checks import GibbonInputError
 from gibbon.core.norms import LINF
+from gibbon.defenses.registry import DefenseConfig, register
 
 #: The fit() settings used for the MNIST reproduction (``zoo.fit(model, train, **fit_kwargs)``).
 MNIST_RECIPE = {
@@ -103,3 +105,95 @@ def fast_objective(eps: float, step_size: float | None = None, bounds=(0.0, 1.0)
     clip = ", start_in_box=True" if start_in_box else ""
     objective.__qualname__ = f"fast_objective(eps={eps}, step_size={step_size}{clip})"
     return objective
+
+
+class CatastrophicOverfitting(Exception):
+    """Raised by :func:`overfitting_guard` to end :func:`gibbon.zoo.fit` early."""
+
+
+def overfitting_guard(model, probe, *, eps: float, history: list, states: list, drop: float = 0.2,
+                      steps: int = 10, step_size: float | None = None):
+    """Wong et al.'s guard against catastrophic overfitting (section 5.3) as a ``fit`` callback.
+
+    After every epoch: PGD-``steps`` accuracy at ``eps`` on the fixed ``probe`` Dataset. The
+    best epoch's weights are kept in ``states`` (one ``(epoch, state_dict)``); when an epoch
+    falls more than ``drop`` below the best so far, :class:`CatastrophicOverfitting` is raised
+    and the caller restores ``states[-1]``. Every epoch's entry, with
+    ``probe_pgd_accuracy``, is appended to ``history``.
+    """
+    from gibbon.attacks import PGD
+
+    attack = PGD(steps=steps) if step_size is None else PGD(steps=steps, step_size=step_size)
+
+    def callback(epoch: int, entry: dict) -> None:
+        was_training = model.training
+        model.eval()
+        try:
+            x_adv = attack(model, probe.x, probe.y, eps=eps, bounds=probe.bounds,
+                           generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                robust = float((model(x_adv).argmax(1) == probe.y).float().mean())
+        finally:
+            model.train(was_training)
+        history.append({**entry, "probe_pgd_accuracy": robust})
+        best = max((h["probe_pgd_accuracy"] for h in history[:-1]), default=-1.0)
+        if robust >= best:
+            states.clear()
+            states.append((epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        elif robust < best - drop:
+            raise CatastrophicOverfitting(f"epoch {epoch}: probe PGD-{steps} accuracy {robust:.3f} < best {best:.3f} - {drop}")
+    return callback
+
+
+@register("fast")
+@dataclass(frozen=True)
+class FastTraining(DefenseConfig):
+    """``--defense fast:eps=0.3,step_size=0.375`` (Wong et al. 2020), with early stopping.
+
+    ``early_stop``: after every epoch, PGD-10 accuracy on the first ``probe`` validation images
+    (``fit``'s ``val``; without ``val`` the guard is off); training stops when it falls more
+    than ``drop`` below the best epoch, whose weights are restored. The history entries get
+    ``probe_pgd_accuracy``. Use Wong et al.'s ``cyclic`` schedule (``fit(schedule="cyclic")``).
+    """
+
+    paper = "Wong, Rice & Kolter 2020, arXiv:2001.03994"
+    eps: float = 0.3
+    step_size: float = 0.375
+    early_stop: bool = True
+    probe: int = 500
+    drop: float = 0.2
+
+    def objective(self, train):
+        return fast_objective(self.eps, self.step_size, bounds=train.bounds)
+
+    def fit(self, model, train, **fit_kwargs):
+        from dataclasses import replace
+
+        from gibbon.zoo.training import FitResult, fit
+
+        val = fit_kwargs.get("val")
+        if not self.early_stop or val is None:
+            return fit(model, train, objective=self.objective(train), **fit_kwargs)
+        history, states = [], []
+        guard = overfitting_guard(model, replace(val, x=val.x[:self.probe], y=val.y[:self.probe]), eps=self.eps, history=history, states=states,
+                                  drop=self.drop)
+        user_callback = fit_kwargs.pop("callback", None)
+
+        def callback(epoch, entry):
+            guard(epoch, entry)
+            if user_callback is not None:
+                user_callback(epoch, entry)
+        try:
+            result = fit(model, train, objective=self.objective(train), callback=callback, **fit_kwargs)
+            stopped = None
+        except CatastrophicOverfitting as stop:
+            result, stopped = FitResult(), str(stop)
+        if states:  # restore the best probed epoch (empty only when a resumed run had no epoch left)
+            model.load_state_dict(states[-1][1])
+            model.eval()
+        result.history = history or result.history
+        result.val_accuracy = next((h["val_accuracy"] for h in history if states and h["epoch"] == states[-1][0]),
+                                   result.val_accuracy)
+        result.early_stopped = stopped
+        result.kept_epoch = states[-1][0] if states else None
+        return result

@@ -32,6 +32,7 @@ _LAZY = {
     "SklearnModel": "sklearn", "train_technique": "sklearn", "save_sklearn": "sklearn", "load_sklearn": "sklearn",
     "TECHNIQUES": "sklearn", "TRUSTED_TYPES": "sklearn", "UntrustedFileError": "sklearn",
     "OnnxModel": "onnx", "export_onnx": "onnx",
+    "HttpOracle": "http", "ServerBudgetExhausted": "http",
 }
 
 __all__ = ["Oracle", "as_oracle", "GradientRefusedError", "QueryBudgetExceeded", "UNLIMITED", "OUTPUTS",

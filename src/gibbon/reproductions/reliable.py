@@ -32,36 +32,6 @@ def model_path(seed: int = 0, cache_dir=None, step_size: float = 0.375):
     return cache_root(cache_dir) / f"wong-net-fast-mnist-eps{EPS}{step}-v2-seed{seed}" / "model.safetensors"
 
 
-class _Overfit(Exception):
-    """Raised by the early-stopping callback to end :func:`gibbon.zoo.fit`."""
-
-
-def _early_stopping(model, probe, history: list, states: list, drop: float = 0.2):
-    """Wong et al.'s guard against catastrophic overfitting (section 5.3): after every epoch,
-    PGD-10 accuracy at eps 0.3 on a fixed probe batch; if it falls more than ``drop`` below the
-    best epoch so far, stop and keep that best epoch's weights."""
-    from gibbon.attacks import PGD
-
-    def callback(epoch: int, entry: dict) -> None:
-        was_training = model.training
-        model.eval()
-        try:
-            x_adv = PGD(steps=10)(model, probe.x, probe.y, eps=EPS, generator=torch.Generator().manual_seed(0))
-            with torch.no_grad():
-                robust = float((model(x_adv).argmax(1) == probe.y).float().mean())
-        finally:
-            model.train(was_training)
-        entry = {**entry, "probe_pgd10_accuracy": robust}
-        history.append(entry)
-        best = max((h["probe_pgd10_accuracy"] for h in history[:-1]), default=-1.0)
-        if robust >= best:
-            states.clear()
-            states.append((epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}))
-        elif robust < best - drop:
-            raise _Overfit(f"epoch {epoch}: probe PGD-10 accuracy {robust:.3f} < best {best:.3f} - {drop}")
-    return callback
-
-
 def fast_mnist_model(seed: int = 0, device="cpu", progress: bool = False, cache_dir=None,
                      step_size: float = 0.375):
     """The wong-net trained with fast adversarial training on MNIST (trained once, then cached).
@@ -77,7 +47,7 @@ def fast_mnist_model(seed: int = 0, device="cpu", progress: bool = False, cache_
 
     from gibbon import data as gdata
     from gibbon import zoo
-    from gibbon.defenses.fast import MNIST_RECIPE, fast_objective
+    from gibbon.defenses.fast import MNIST_RECIPE, FastTraining
     from gibbon.zoo.cache import _lock
 
     path = model_path(seed, cache_dir, step_size)
@@ -90,24 +60,13 @@ def fast_mnist_model(seed: int = 0, device="cpu", progress: bool = False, cache_
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     model = zoo.build("wong-net", train)
-                objective = fast_objective(MNIST_RECIPE["eps"], step_size=step_size,
-                                           bounds=train.bounds)
-                history, states = [], []
-                probe = gdata.load("mnist", "val", n=500)
-                stopped = None
                 start = time.perf_counter()
-                try:
-                    zoo.fit(model, train, **MNIST_RECIPE["fit"], objective=objective, val=val, seed=seed,
-                            checkpoint_dir=path.parent / "checkpoints", progress=progress, device=device,
-                            callback=_early_stopping(model, probe, history, states))
-                except _Overfit as stop:
-                    stopped = str(stop)
+                result = FastTraining(eps=MNIST_RECIPE["eps"], step_size=step_size).fit(
+                    model, train, **MNIST_RECIPE["fit"], val=val, seed=seed,
+                    checkpoint_dir=path.parent / "checkpoints", progress=progress, device=device)
                 seconds = time.perf_counter() - start
-                if states:  # (empty only if a resumed run had no epoch left to probe)
-                    kept_epoch, state = states[-1]
-                    model.load_state_dict(state)
-                else:
-                    kept_epoch = MNIST_RECIPE["fit"]["epochs"]
+                history, stopped = result.history, result.early_stopped
+                kept_epoch = result.kept_epoch or MNIST_RECIPE["fit"]["epochs"]
                 model.eval()
                 test = gdata.load("mnist", "test")
                 zoo.save(model, path, {

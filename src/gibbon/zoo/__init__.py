@@ -3,9 +3,9 @@ save/load with JSON model cards, and a cache of trained models.
 
     >>> from gibbon import zoo
     >>> model = zoo.build("madry-cnn", "mnist")
-    >>> zoo.fit(model, train, epochs=2, val=val)
-    >>> zoo.save(model, "runs/madry.safetensors", {"dataset": "mnist", "seed": 0})
-    >>> model = zoo.load(zoo.trained("mlp-200-200", "digits", epochs=5))
+    >>> zoo.fit(model, train, epochs=2, val=val)  # doctest: +SKIP
+    >>> zoo.save(model, "runs/madry.safetensors", {"dataset": "mnist", "seed": 0})  # doctest: +SKIP
+    >>> model = zoo.load(zoo.trained("mlp-200-200", "digits", epochs=5))  # doctest: +SKIP
 """
 
 from gibbon.zoo.architectures import ARCHITECTURES, build

@@ -143,6 +143,26 @@ def madry_cnn(input_shape, num_classes):
                      lambda d: [nn.Linear(d, 1024), nn.ReLU(), nn.Linear(1024, num_classes)])
 
 
+def carlini_mnist(input_shape, num_classes):
+    """The MNIST network of Papernot, McDaniel, Wu, Jha & Swami (2016), "Distillation as a
+    Defense to Adversarial Perturbations against Deep Neural Networks", arXiv:1511.04508
+    (table 1), reused by Carlini & Wagner (2017), "Towards Evaluating the Robustness of Neural
+    Networks", arXiv:1608.04644 (table 1).
+
+    conv 32 3x3, ReLU, conv 32 3x3, ReLU, maxpool 2, conv 64 3x3, ReLU, conv 64 3x3, ReLU,
+    maxpool 2, fc 200, ReLU, dropout 0.5, fc 200, ReLU, fc K (valid convolutions; dropout as in
+    Carlini & Wagner's training code). Inputs below 28x28 are bilinearly upsampled first.
+    """
+    c = input_shape[0]
+    features = [
+        nn.Conv2d(c, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+    ]
+    return _conv_net(input_shape, num_classes, features,
+                     lambda d: [nn.Linear(d, 200), nn.ReLU(), nn.Dropout(0.5), nn.Linear(200, 200), nn.ReLU(),
+                                nn.Linear(200, num_classes)])
+
+
 def wong_net(input_shape, num_classes):
     """Wong, Rice & Kolter (2020), "Fast is better than free: Revisiting adversarial training",
     arXiv:2001.03994 -- the MNIST network of the fast-AT (FGSM + random init) experiments.
@@ -286,6 +306,7 @@ def logistic_regression(input_shape, num_classes):
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "madry-cnn": madry_cnn,
     "wong-net": wong_net,
+    "carlini-mnist": carlini_mnist,
     "tramer-a": tramer_a,
     "tramer-b": tramer_b,
     "tramer-c": tramer_c,
@@ -302,6 +323,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
 ARCHITECTURES: dict[str, str] = {
     "madry-cnn": "Madry et al. 2018 MNIST CNN: 2 conv (32, 64; 5x5) + maxpool, fc 1024 (3.27M params)",
     "wong-net": "Wong, Rice & Kolter 2020 fast-AT MNIST net: 2 conv (16, 32; 4x4 s2), fc 100",
+    "carlini-mnist": "Papernot et al. 2016 / Carlini & Wagner 2017 MNIST net: 4 conv (32, 32, 64, 64; 3x3), fc 200-200",
     "tramer-a": "Tramer et al. 2018 model A: 2 conv 64 5x5, fc 128, dropout",
     "tramer-b": "Tramer et al. 2018 model B: dropout, 3 conv (64 8x8 s2, 128 6x6 s2, 128 5x5), fc",
     "tramer-c": "Tramer et al. 2018 model C: conv 128 3x3, conv 64 3x3, fc 128, dropout",

@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -37,13 +38,17 @@ def cache_root(cache_dir=None) -> Path:
 
 
 def training_config(arch, dataset_name, *, epochs, seed=0, batch_size=128, lr=1e-3, optimizer="adam",
-                    schedule=None, n_train=None, classes=None) -> dict:
-    """The training config a cache entry is keyed by (includes gibbon's major.minor version)."""
+                    schedule=None, n_train=None, classes=None, defense=None) -> dict:
+    """The training config a cache entry is keyed by (includes gibbon's major.minor version).
+
+    ``defense`` (a ``gibbon.defenses`` spec such as ``"pgd:eps=0.3"``) is stored in its
+    canonical form, and only when given, so that undefended models keep their cache keys.
+    """
     if arch not in ARCHITECTURES:
         raise GibbonInputError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
     if schedule is not None and not isinstance(schedule, str):
         raise GibbonInputError("cached models need a named schedule ('constant', 'cyclic', 'step') or None")
-    return {
+    config = {
         "arch": arch,
         "dataset": dataset_name,
         "epochs": int(epochs),
@@ -56,6 +61,11 @@ def training_config(arch, dataset_name, *, epochs, seed=0, batch_size=128, lr=1e
         "classes": None if classes is None else list(classes),
         "gibbon": ".".join(gibbon_version().split(".")[:2]),
     }
+    if defense is not None:
+        from gibbon.defenses import parse_defense
+
+        config["defense"] = parse_defense(defense).spec()
+    return config
 
 
 def cache_key(config: dict) -> str:
@@ -90,9 +100,18 @@ def default_train(config: dict, checkpoint_dir: Path, progress: bool = True):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config["seed"])
         model = build(config["arch"], train)
-    result = fit(model, train, epochs=config["epochs"], batch_size=config["batch_size"],
-                 optimizer=config["optimizer"], lr=config["lr"], schedule=config["schedule"],
-                 val=val, seed=config["seed"], checkpoint_dir=checkpoint_dir, progress=progress)
+    fit_kwargs = dict(epochs=config["epochs"], batch_size=config["batch_size"], optimizer=config["optimizer"],
+                      lr=config["lr"], schedule=config["schedule"], val=val, seed=config["seed"],
+                      checkpoint_dir=checkpoint_dir, progress=progress)
+    defense, start = None, time.perf_counter()
+    if config.get("defense"):
+        from gibbon.defenses import parse_defense
+
+        defense = parse_defense(config["defense"])
+        result = defense.fit(model, train, **fit_kwargs)
+    else:
+        result = fit(model, train, **fit_kwargs)
+    seconds = time.perf_counter() - start
     card = {
         "dataset": name,
         "classes": list(train.classes),
@@ -101,7 +120,12 @@ def default_train(config: dict, checkpoint_dir: Path, progress: bool = True):
         "val_accuracy": result.val_accuracy,
         "clean_test_accuracy": accuracy(model, test),
         "history": result.history,
+        "train_seconds": seconds,
+        "torch_threads": torch.get_num_threads(),
     }
+    if defense is not None:
+        card["defense"] = defense.card()
+        card["early_stopped"], card["kept_epoch"] = result.early_stopped, result.kept_epoch
     return model, card
 
 
@@ -117,6 +141,7 @@ def trained(
     schedule: str | None = None,
     n_train: int | None = None,
     classes=None,
+    defense=None,
     progress: bool = True,
     cache_dir=None,
     train_fn: Callable | None = None,
@@ -127,14 +152,18 @@ def trained(
     The model is initialised with ``torch.manual_seed(seed)`` (inside ``fork_rng``) and trained
     with :func:`fit` on ``gibbon.data.load(dataset_name, "train", n=n_train)``, validated on
     ``"val"``; the card's ``clean_test_accuracy`` is measured on ``"test"``. ``classes`` selects
-    a class subset (e.g. ``[3, 7]`` for ``logistic-regression``).
+    a class subset (e.g. ``[3, 7]`` for ``logistic-regression``). ``defense`` (a
+    :mod:`gibbon.defenses` spec, e.g. ``"fgsm:eps=0.25"``) trains with that defense's
+    :meth:`~gibbon.defenses.registry.DefenseConfig.fit` and is recorded in the card.
 
     ``train_fn(config, checkpoint_dir, progress) -> (model, card_fields)`` replaces that
     training (tests, custom pipelines); ``config`` is :func:`training_config`'s dict.
     """
     config = training_config(arch, dataset_name, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
-                             optimizer=optimizer, schedule=schedule, n_train=n_train, classes=classes)
-    entry = cache_root(cache_dir) / f"{arch}-{dataset_name}-{cache_key(config)}"
+                             optimizer=optimizer, schedule=schedule, n_train=n_train, classes=classes,
+                             defense=defense)
+    tag = "" if defense is None else "-" + config["defense"].partition(":")[0]
+    entry = cache_root(cache_dir) / f"{arch}{tag}-{dataset_name}-{cache_key(config)}"
     weights = entry / "model.safetensors"
     if weights.exists() and weights.with_suffix(".json").exists():
         return weights

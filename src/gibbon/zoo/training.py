@@ -34,11 +34,17 @@ class FitResult:
             ``val_accuracy`` (None without ``val``), ``lr`` (at the epoch's last batch), ``seconds``.
         val_accuracy: the last epoch's validation accuracy (None without ``val``).
         resumed_from: number of epochs loaded from ``checkpoint_dir`` (0 for a fresh run).
+        early_stopped: why training stopped before ``epochs`` (set by defenses with an
+            early-stopping guard, e.g. ``fast``), else None.
+        kept_epoch: the epoch whose weights the model holds when a guard restored an earlier
+            epoch, else None.
     """
 
     history: list[dict] = field(default_factory=list)
     val_accuracy: float | None = None
     resumed_from: int = 0
+    early_stopped: str | None = None
+    kept_epoch: int | None = None
 
     @property
     def train_loss(self) -> float | None:

@@ -1,0 +1,197 @@
+"""A deployment: the model, its tokens and, per token, budget, rate limit, query log and PRADA monitor.
+
+Everything here is plain Python and torch (no web framework), so it is tested in-process; the
+FastAPI app in :mod:`gibbon.serve.app` only moves bytes in and out of :meth:`Deployment.predict`.
+
+Order of checks for one request of ``B`` rows (each refusal leaves budget and log untouched):
+``B > burst`` 413, budget 403 ``budget_exhausted`` (the whole request; no partial answers), rate
+429 with ``Retry-After``. Then the model runs, the log line is written and fsync'd, the budget is
+charged, and only then the answer goes out. Per token, requests are logged and fed to the
+detector in one order (a lock), so replaying the log at start-up rebuilds the same state.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gibbon.serve import prada
+from gibbon.serve.payload import Rejected, response_body
+from gibbon.serve.querylog import JsonlLog, QueryLogs
+from gibbon.serve.tokens import TokenBucket, TokenSpec, TokenStore
+
+log = logging.getLogger("gibbon.serve")
+OUTPUTS = ("label", "probs", "topk")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-deployment limits and answer style (the ``gibbon serve`` options)."""
+
+    output: str = "probs"
+    topk: int = 3
+    decimals: int | None = None
+    max_batch: int = 256
+    max_body_bytes: int = 8 * 1024 * 1024
+    log_inputs: bool = False
+    prada_delta: float = prada.DELTA
+    prada_min_distances: int = prada.MIN_DISTANCES
+    prada_dim: int = prada.DIM
+    prada_seed: int = prada.SEED
+
+
+def _b64(arr: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(arr, dtype=dtype).tobytes()).decode("ascii")
+
+
+class TokenState:
+    """One token's counters, bucket, log and detector (guarded by ``lock``)."""
+
+    def __init__(self, spec: TokenSpec, querylog: JsonlLog, detector: prada.Prada):
+        self.spec, self.log, self.detector = spec, querylog, detector
+        self.bucket = TokenBucket(spec.rate, spec.burst)
+        self.used = self.reserved = self.seq = 0
+        self.lock = threading.Lock()
+
+    def remaining(self) -> int | None:
+        return None if self.spec.budget is None else max(self.spec.budget - self.used, 0)
+
+    def usage(self) -> dict:
+        return {"token": self.spec.id, "name": self.spec.name, "queries": self.used, "budget": self.spec.budget,
+                "remaining": self.remaining()}
+
+
+class Deployment:
+    """The served model with its token states, rebuilt from ``log_dir`` at construction.
+
+    Args:
+        model: ``x -> logits`` (a torch module, served in eval mode under ``torch.no_grad()``).
+        card: the model card (``input_shape``, ``bounds``, ``classes`` are used).
+        tokens: a :class:`~gibbon.serve.tokens.TokenStore`.
+        log_dir: where the query logs live (created if missing).
+        settings: :class:`Settings`.
+    """
+
+    def __init__(self, model, card: dict, tokens: TokenStore, log_dir, settings: Settings = Settings()):
+        if settings.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}")
+        self.model, self.card, self.tokens, self.settings = model.eval(), card, tokens, settings
+        self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.input_shape = tuple(int(d) for d in card["input_shape"])
+        self.bounds = tuple(float(b) for b in card.get("bounds") or (0.0, 1.0))
+        self.classes = list(card.get("classes") or range(int(card["num_classes"])))
+        features = math.prod(self.input_shape)
+        self.matrix = prada.projection(features, settings.prada_dim, settings.prada_seed)
+        self.dim = int(self.matrix.shape[1])
+        meta = {"projection": "gaussian", "dim": self.dim,
+                "seed": settings.prada_seed, "input_shape": list(self.input_shape), "proj_dtype": "float16"}
+        self.logs = QueryLogs(log_dir, meta)
+        self.alerts = list(self.logs.alerts.records)
+        self.logs.alerts.records = []
+        self.states = {spec.id: self._replay(spec) for spec in tokens.specs}
+
+    def _detector(self) -> prada.Prada:
+        return prada.Prada(self.dim, delta=self.settings.prada_delta, min_distances=self.settings.prada_min_distances)
+
+    def _replay(self, spec: TokenSpec) -> TokenState:
+        """A token's state from its log: queries used, request count and the detector fed in log order."""
+        state = TokenState(spec, self.logs.for_token(spec.id), self._detector())
+        for record in state.log.records:
+            proj = np.frombuffer(base64.b64decode(record["proj"]), dtype="<f2").reshape(record["rows"], -1)
+            state.detector.observe(torch.from_numpy(proj.copy()), record["labels"])
+            state.used, state.seq = int(record["total"]), int(record["seq"])
+        state.log.records = []  # replayed; not kept in memory
+        state.detector.check()
+        state.detector.flagged |= any(a.get("token") == spec.id for a in self.alerts)
+        return state
+
+    def authenticate(self, header: str | None) -> TokenState:
+        """The token state for an ``Authorization`` header; 401 if missing or unknown."""
+        scheme, _, value = (header or "").partition(" ")
+        spec = self.tokens.lookup(value.strip()) if scheme.lower() == "bearer" else None
+        if spec is None:
+            raise Rejected(401, "unauthorized", "send a valid token as 'Authorization: Bearer <token>'",
+                           {"WWW-Authenticate": 'Bearer realm="gibbon"'})
+        return self.states[spec.id]
+
+    def _admit(self, state: TokenState, rows: int) -> None:
+        spec = state.spec
+        if rows > spec.burst:
+            raise Rejected(413, "batch_too_large", f"this token's rate limit allows at most {spec.burst} inputs "
+                                                   "per request; split the batch")
+        if spec.budget is not None and state.used + state.reserved + rows > spec.budget:
+            left = max(spec.budget - state.used - state.reserved, 0)
+            raise Rejected(403, "budget_exhausted", f"this request needs {rows} queries but the token has {left} "
+                                                    f"left of its budget of {spec.budget}; do not retry",
+                           {"X-Gibbon-Budget-Remaining": str(left)})
+        wait = state.bucket.take(rows)
+        if wait > 0:
+            raise Rejected(429, "rate_limited", f"over this token's rate of {spec.rate:g} queries/s; retry after "
+                                                "the Retry-After seconds", {"Retry-After": str(max(1, math.ceil(wait)))})
+
+    def predict(self, state: TokenState, x: torch.Tensor) -> tuple[dict, dict]:
+        """Answer one checked batch for ``state``'s token: ``(body, headers)``; raises :class:`Rejected`."""
+        rows = int(x.shape[0])
+        with state.lock:
+            self._admit(state, rows)
+            state.reserved += rows
+        try:
+            with torch.no_grad():
+                probs = self.model(x.to(self.device)).float().softmax(dim=1).cpu()
+            labels = probs.argmax(dim=1)
+            proj = prada.project(x, self.matrix)
+            with state.lock:
+                record = {"seq": state.seq + 1, "t": round(time.time(), 3), "rows": rows, "total": state.used + rows,
+                          "labels": labels.tolist(), "proj": _b64(proj.numpy(), "<f2")}
+                if self.settings.log_inputs:
+                    record["inputs"] = _b64(x.numpy(), "<f4")
+                state.log.append(record)  # on disk before anything is answered or counted
+                state.seq, state.used = record["seq"], record["total"]
+                state.detector.observe(proj, record["labels"])
+                verdict = state.detector.check()
+                if verdict.new_alert:
+                    self._alert(state, verdict)
+        finally:
+            with state.lock:
+                state.reserved -= rows
+        headers = {"X-Gibbon-Queries-Used": str(state.used), "X-Gibbon-Request": str(record["seq"])}
+        if state.spec.budget is not None:
+            headers["X-Gibbon-Budget-Remaining"] = str(state.remaining())
+        return response_body(probs, self.settings.output, self.settings.topk, self.settings.decimals), headers
+
+    def _alert(self, state: TokenState, verdict: prada.Verdict) -> None:
+        alert = {"t": round(time.time(), 3), "token": state.spec.id, "name": state.spec.name, "detector": "prada",
+                 "statistic": round(verdict.statistic, 6), "delta": self.settings.prada_delta,
+                 "distances": verdict.distances, "queries": state.used}
+        self.logs.alerts.append(alert)
+        self.alerts.append(alert)
+        log.warning("PRADA alert: token %s (%s) W=%.4f < %.2f after %d distances", state.spec.id, state.spec.name,
+                    verdict.statistic, self.settings.prada_delta, verdict.distances)
+
+    def describe(self) -> dict:
+        s = self.settings
+        return {"input_shape": list(self.input_shape), "bounds": list(self.bounds), "classes": self.classes,
+                "num_classes": len(self.classes), "dtype": "float32", "output": s.output,
+                "topk": s.topk if s.output == "topk" else None, "round": s.decimals, "max_batch": s.max_batch,
+                "max_body_bytes": s.max_body_bytes, "dataset": self.card.get("dataset"),
+                "architecture": self.card.get("architecture")}
+
+    def monitor(self) -> dict:
+        """What ``GET /v1/admin/alerts`` shows: every alert, and each token's detector state."""
+        tokens = []
+        for state in self.states.values():
+            with state.lock:
+                det = state.detector
+                tokens.append({**state.usage(), "flagged": det.flagged, "statistic": det.statistic,
+                               "distances": len(det.distances)})
+        return {"alerts": list(self.alerts), "tokens": tokens, "delta": self.settings.prada_delta}
+
+    def close(self) -> None:
+        self.logs.close()

@@ -1,0 +1,92 @@
+"""HttpOracle against the real server: same answers as the model, black-box attacks unchanged, budgets and retries."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import torch
+from _serve import TOKENS, auth, free_port
+
+from gibbon import zoo
+from gibbon.attacks import FGSM, hopskipjump
+from gibbon.core.norms import L2
+from gibbon.oracles import GradientRefusedError, HttpOracle, Oracle, QueryBudgetExceeded, ServerBudgetExhausted
+from gibbon.oracles.http import ServerError
+from gibbon.transfer import substitute_attack
+
+
+def usage(server, name) -> int:
+    return httpx.get(f"{server.url}/v1/usage", headers=auth(name)).json()["queries"]
+
+
+def test_http_oracle_answers_like_the_model(server, digits_sets, local_model):
+    x = digits_sets[1].x[:100]
+    with HttpOracle(server.url, TOKENS["user"][0], batch_size=30) as remote:
+        before = usage(server, "user")
+        probs = remote(x)
+        assert remote.total == 100 and remote.requests == 4  # 30 + 30 + 30 + 10 rows
+        assert usage(server, "user") - before == 100
+        with torch.no_grad():
+            assert torch.allclose(probs, local_model(x).softmax(1), atol=1e-5)
+        assert remote(x[:0]).shape == (0, 10)
+        with pytest.raises(GradientRefusedError):
+            remote(x[:1].clone().requires_grad_(True))
+    labels = HttpOracle(server.url, TOKENS["user"][0], output="label")(x[:5])
+    assert labels.dtype == torch.int64 and labels.tolist() == probs[:5].argmax(1).tolist()
+
+
+def test_hopskipjump_runs_unchanged_over_http(server, digits_sets, local_model):
+    _, test = digits_sets
+    with torch.no_grad():
+        ok = local_model(test.x[:20]).argmax(1) == test.y[:20]
+    x, y = test.x[:20][ok][:4], test.y[:20][ok][:4]
+    remote = HttpOracle(server.url, TOKENS["user"][0])
+    before = usage(server, "user")
+    oracle = Oracle(remote, output="label")
+    x_adv = hopskipjump(oracle, x, y, max_queries=400, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fooled = local_model(x_adv).argmax(1) != y
+    dist = L2.distance(x_adv - x)
+    assert int(fooled.sum()) >= 3, f"HopSkipJump fooled {int(fooled.sum())} of 4 over HTTP"
+    assert float(dist[fooled].median()) < 3.0, f"median L2 {float(dist[fooled].median()):.3f}"  # noise starts at ~4.5
+    assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+    assert oracle.total == remote.total == usage(server, "user") - before
+    assert remote.total <= 4 * 400
+
+
+def test_substitute_attack_runs_unchanged_over_http(server, digits_sets):
+    train, test = digits_sets
+    remote = HttpOracle(server.url, TOKENS["user"][0], output="label")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        sub = zoo.build("mlp-200-200", train)
+    result = substitute_attack(remote, test.x[:30], sub, test.x[100:200], test.y[100:200], FGSM(), eps=0.3,
+                               rounds=3, epochs=5)
+    assert result.queries == 30 * 4 == result.training_points  # 30 seeds, doubled twice
+    assert result.queries + result.attack_queries == remote.total
+    assert result.oracle_accuracy >= 0.9 and result.transfer_success > 0.2, result.to_dict()
+
+
+def test_budget_exhaustion_is_clean_on_the_client(server, digits_sets):
+    x = digits_sets[1].x
+    remote = HttpOracle(server.url, TOKENS["client-budget"][0], batch_size=8)
+    with pytest.raises(ServerBudgetExhausted, match="left"):
+        remote(x[:25])  # 8 rows answered, then 8 more than the 2 the server said were left
+    assert remote.total == 8 and remote.remaining == 2 and remote.requests == 1
+    other = HttpOracle(server.url, TOKENS["client-budget"][0], batch_size=8)  # does not know the budget yet
+    with pytest.raises(QueryBudgetExceeded, match="spent"):
+        other(x[:8])
+    assert other.retried == 0  # a 403 is never retried
+    assert other(x[:2]).shape == (2, 10) and other.remaining == 0
+    assert remote.usage()["queries"] == 10
+
+
+def test_429_is_retried_after_the_servers_delay(server, digits_sets):
+    remote = HttpOracle(server.url, TOKENS["slow2"][0], batch_size=2)
+    out = remote(digits_sets[1].x[:4])  # burst 2 then 2 rows at 2 queries/s: one 429, then Retry-After
+    assert out.shape == (4, 10) and remote.retried >= 1 and remote.total == 4
+
+
+def test_unreachable_server_fails_after_the_retries():
+    with pytest.raises(ServerError, match="unreachable after 3 attempts"):
+        HttpOracle(f"http://127.0.0.1:{free_port()}", "x" * 20, retries=2, backoff=0.01)
