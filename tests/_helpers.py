@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -36,3 +37,13 @@ def digits_mlp(seed: int = 0) -> torch.nn.Module:
         torch.manual_seed(seed)
         return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(),
                                    torch.nn.Linear(128, 10))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for the module: tiny models run 5-10x slower when OpenMP threads fight
+    a loaded 2-core machine. Import it into a test module or conftest to switch it on there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import one_thread  # noqa: F401 - re-exported: autouse where imported
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Thousands of small forward passes: on a loaded 2-core machine two threads run them 5-10x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from gibbon.oracles import Oracle
 
 
 class BlackBox(torch.nn.Module):
@@ -25,3 +19,17 @@ class BlackBox(torch.nn.Module):
     def forward(self, x):
         assert not x.requires_grad and not torch.is_grad_enabled(), "the attack asked for a gradient"
         return self.model(x)
+
+
+@pytest.fixture(scope="module")
+def hundred(digits):
+    """The first 100 digits test images and labels."""
+    _, _, x, y = digits
+    return x[:100], y[:100]
+
+
+def run_counted(attack, model, x, y, *, seed=0, **kw):
+    """Run a decision-based ``attack`` on ``model`` seen through a gradient-refusing, per-sample
+    counting :class:`Oracle` with no budget of its own; returns ``(x_adv, oracle)``."""
+    oracle = Oracle(BlackBox(model), n=len(x))
+    return attack(oracle, x, y, generator=torch.Generator().manual_seed(seed), **kw), oracle

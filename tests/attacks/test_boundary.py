@@ -9,29 +9,20 @@ queries: 100%, median L2 0.753. Thresholds leave room for seeds.
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from gibbon.attacks import ATTACKS, Boundary, boundary
 from gibbon.attacks.boundary import _proposals, _Window
 from gibbon.core.norms import L2
-from gibbon.oracles import Oracle
-from _blackbox import BlackBox, one_thread  # noqa: F401 (autouse fixture)
+from _blackbox import hundred, one_thread, run_counted  # noqa: F401 (fixtures)
 from _linear import exact_margin, linear_case
 
 BOUNDS = (-100.0, 100.0)  # far away: the box never limits the linear case
 
 
-@pytest.fixture(scope="module")
-def hundred(digits):
-    _, _, x, y = digits
-    return x[:100], y[:100]
-
-
 def _run(model, x, y, seed=0, **kw):
-    oracle = Oracle(BlackBox(model), n=len(x))  # no budget of its own: counts per sample
     kw.setdefault("max_queries", 2000)
-    return boundary(oracle, x, y, generator=torch.Generator().manual_seed(seed), **kw), oracle
+    return run_counted(boundary, model, x, y, seed=seed, **kw)
 
 
 def test_linear_model_close_to_the_closed_form():

@@ -16,22 +16,15 @@ import torch
 from gibbon.attacks import ATTACKS, HopSkipJump, hopskipjump
 from gibbon.core.norms import get_norm
 from gibbon.oracles import Oracle
-from _blackbox import BlackBox, one_thread  # noqa: F401 (autouse fixture)
+from _blackbox import hundred, one_thread, run_counted  # noqa: F401 (fixtures)
 from _linear import exact_margin, linear_case
 
 BOUNDS = (-100.0, 100.0)  # far away: the box never limits the linear case
 
 
-@pytest.fixture(scope="module")
-def hundred(digits):
-    _, _, x, y = digits
-    return x[:100], y[:100]
-
-
 def _run(model, x, y, seed=0, **kw):
-    oracle = Oracle(BlackBox(model), n=len(x))  # no budget of its own: counts per sample
     kw.setdefault("max_queries", 1000)
-    return hopskipjump(oracle, x, y, generator=torch.Generator().manual_seed(seed), **kw), oracle
+    return run_counted(hopskipjump, model, x, y, seed=seed, **kw)
 
 
 @pytest.mark.parametrize("norm,median_ceiling,max_ceiling", [("l2", 1.10, 1.3), ("linf", 1.12, 1.4)])

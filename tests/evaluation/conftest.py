@@ -1,17 +1,9 @@
 import pytest
 import torch
 from torch import nn
+from _helpers import one_thread  # noqa: F401 - autouse in this directory
 
 from gibbon.data.dataset import Dataset
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread (no OpenMP contention on small shared machines)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

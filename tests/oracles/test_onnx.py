@@ -6,20 +6,12 @@ import sys
 
 import pytest
 import torch
+from _helpers import one_thread  # noqa: F401 - autouse in this module
 
 from gibbon import data, zoo
 from gibbon.attacks import square
 from gibbon.core.checks import GibbonInputError
 from gibbon.oracles import GradientRefusedError, OnnxModel, Oracle, export_onnx
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # torch's OpenMP threads run 10x slower when they fight a loaded 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

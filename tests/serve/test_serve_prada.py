@@ -12,19 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _helpers import one_thread  # noqa: F401 - autouse in this module
 
 from gibbon.serve.prada import Prada, project, projection, shapiro_w
 from gibbon.transfer import train_substitute
 
 DELTA, MIN_DISTANCES = 0.9, 200
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def monitor(model, batches, chunk: int = 10):
