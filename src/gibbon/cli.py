@@ -31,6 +31,8 @@ BatchOpt = typer.Option(250, "--batch-size", help="Mini-batch size for attacks a
 DeviceOpt = typer.Option(None, "--device", help="cuda, cuda:1, cpu ... (default: cuda if available, else cpu).")
 DatasetOpt = typer.Option("mnist", "--dataset", help="digits, mnist, cifar10, synthetic or npz:PATH.")
 SplitOpt = typer.Option("test", "--split", help="train, val or test.")
+ModelOpt = typer.Option(..., "--model", help="PATH.safetensors, or pkg.module:factory with --weights.")
+WeightsOpt = typer.Option(None, "--weights", help="Weights for a pkg.module:factory model.")
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -237,7 +239,7 @@ def train(
 @app.command()
 def evaluate(
     model_spec: Optional[str] = typer.Option(None, "--model", help="PATH.safetensors, or pkg.module:factory with --weights. Omit for the main job."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weights for a pkg.module:factory model."),
+    weights: Optional[str] = WeightsOpt,
     oracle_spec: Optional[str] = typer.Option(None, "--oracle", help="A black-box target: sklearn:PATH.skops or onnx:PATH.onnx (black-box attacks only, or --gradient)."),
     gradient: Optional[str] = typer.Option(None, "--gradient", help="nes[:samples=N,sigma=S] or spsa[...]: gradient attacks see only scores, through estimated gradients."),
     dataset: str = DatasetOpt,
@@ -308,8 +310,8 @@ def evaluate(
 
 @app.command()
 def attack(
-    model_spec: str = typer.Option(..., "--model", help="PATH.safetensors, or pkg.module:factory with --weights."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weights for a pkg.module:factory model."),
+    model_spec: str = ModelOpt,
+    weights: Optional[str] = WeightsOpt,
     dataset: str = DatasetOpt,
     split: str = SplitOpt,
     attack_spec: str = typer.Option(..., "--attack", help="NAME[:key=value,...]"),
@@ -415,8 +417,8 @@ def substitute(
 
 @app.command()
 def diagnose(
-    model_spec: str = typer.Option(..., "--model", help="PATH.safetensors, or pkg.module:factory with --weights."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weights for a pkg.module:factory model."),
+    model_spec: str = ModelOpt,
+    weights: Optional[str] = WeightsOpt,
     dataset: str = DatasetOpt,
     split: str = SplitOpt,
     eps: float = typer.Option(0.3, "--eps", help="The L-infinity budget the defense claims."),

@@ -25,6 +25,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -156,8 +157,7 @@ def diagnose(model, data, *, eps: float, n: int = 500, batch_size: int = 250, se
     low, high = (float(b) for b in data.bounds)
     width = high - low
     x, y = data.x[:n].to(device), data.y[:n].to(device)
-    subset = type(data)(name=data.name, split=data.split, x=x.cpu(), y=y.cpu(), classes=data.classes,
-                        bounds=data.bounds, source=data.source)
+    subset = dataclasses.replace(data, x=x.cpu(), y=y.cpu())
     was_training = model.training
     model.eval()
     try:
@@ -181,8 +181,10 @@ def diagnose(model, data, *, eps: float, n: int = 500, batch_size: int = 250, se
             accuracies["substitute FGSM"] = _substitute(model, data, n, eps, seed, device, clean)
         px, py = x[:probe_samples], y[:probe_samples]
         gen = torch.Generator().manual_seed(seed)
-        grads = probes.gradient_probe(model, px, py, eps=eps, bounds=(low, high), generator=gen)
-        fd = probes.finite_difference_probe(model, px, py, step=eps / 4, bounds=(low, high), generator=gen)
+        gradient = probes.input_gradient(model, px, py)  # one backward pass serves both probes
+        grads = probes.gradient_probe(model, px, py, eps=eps, bounds=(low, high), generator=gen, gradient=gradient)
+        fd = probes.finite_difference_probe(model, px, py, step=eps / 4, bounds=(low, high), generator=gen,
+                                            gradient=gradient)
         randomness = probes.randomness_probe(model, px)
     finally:
         model.train(was_training)
@@ -199,12 +201,11 @@ def diagnose(model, data, *, eps: float, n: int = 500, batch_size: int = 250, se
 def _transfer(source, target, subset, eps, batch_size, seed, device, clean) -> dict:
     from gibbon.attacks import PGD
     from gibbon.attacks.run import run_attack
+    from gibbon.transfer._batches import predicted_labels
 
     crafted = run_attack(source, subset, PGD(steps=100), eps=eps, batch_size=batch_size, seed=seed, device=device,
                          progress=False)
-    with torch.no_grad():
-        pred = torch.cat([target(crafted.x_adv[i:i + batch_size].to(device)).argmax(1).cpu()
-                          for i in range(0, len(crafted.x_adv), batch_size)])
+    pred = predicted_labels(target, crafted.x_adv.to(device), batch_size).cpu()
     return {**_accuracy(clean & (pred == crafted.y)), "eps": eps}
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gibbon.evaluation.sanity import RANDOM_TOLERANCE
+
 SATURATION_GAP = 80.0
 """A top-2 logit gap above this saturates the float32 softmax: ``exp(-80) ~ 2e-35``, so the
 cross-entropy gradient is numerically nothing (distillation at T=100 produces such gaps)."""
@@ -44,19 +46,21 @@ def per_sample_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(model(x), y, reduction="none")
 
 
-def gradient_probe(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, bounds, generator: torch.Generator) -> dict:
+def gradient_probe(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, bounds, generator: torch.Generator,
+                   gradient: tuple | None = None) -> dict:
     """Zero, non-finite and vanishing gradients, softmax saturation, and whether the loss is flat
     where the gradient is zero (flat: saturation; not flat: a quantizing / shattered front end).
 
     The flatness test compares the loss at ``x`` with the loss at ``x + U(-eps, eps)`` (three
     draws, clipped into ``bounds``) on the samples whose gradient is exactly zero.
+    ``gradient``: :func:`input_gradient`'s answer for ``(x, y)`` when the caller has it already.
     """
     n = int(x.shape[0])
     with torch.no_grad():
         logits = model(x)
     top2 = logits.topk(2, dim=1).values
     saturated = int(((top2[:, 0] - top2[:, 1]) > SATURATION_GAP).sum())
-    grad, why = input_gradient(model, x, y)
+    grad, why = gradient if gradient is not None else input_gradient(model, x, y)
     out = {"samples": n, "saturated": saturated, "saturation_gap": SATURATION_GAP,
            "median_logit_gap": float((top2[:, 0] - top2[:, 1]).median()), "no_gradient_path": why}
     if grad is None:
@@ -78,16 +82,17 @@ def gradient_probe(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, bound
 
 
 def finite_difference_probe(model, x: torch.Tensor, y: torch.Tensor, *, step: float, bounds,
-                            generator: torch.Generator, directions: int = 4) -> dict:
+                            generator: torch.Generator, directions: int = 4, gradient: tuple | None = None) -> dict:
     """Does autograd agree with finite differences along random sign directions?
 
     For each sample and each of ``directions`` random ``v`` in ``{-1, 1}^d``, the central
     difference ``(L(x + step v) - L(x - step v)) / 2`` is compared with autograd's prediction
     ``step * <grad, v>``. The decisive pattern is *autograd says zero, the loss moves*: a
     quantizing or otherwise shattered front end, whose gradient must be replaced (BPDA).
-    ``cut`` is set when no gradient reaches the input at all.
+    ``cut`` is set when no gradient reaches the input at all. ``gradient``: as in
+    :func:`gradient_probe`.
     """
-    grad, why = input_gradient(model, x, y)
+    grad, why = gradient if gradient is not None else input_gradient(model, x, y)
     low, high = bounds
     disagree, informative, total = 0, 0, 0
     for _ in range(directions):
@@ -105,7 +110,7 @@ def finite_difference_probe(model, x: torch.Tensor, y: torch.Tensor, *, step: fl
 
 
 @torch.no_grad()
-def randomness_probe(model, x: torch.Tensor, *, calls: int = 3, tolerance: float = 1e-3) -> dict:
+def randomness_probe(model, x: torch.Tensor, *, calls: int = 3, tolerance: float = RANDOM_TOLERANCE) -> dict:
     """Same input, several calls: how many predictions change, and the largest relative logit change."""
     outputs = [model(x) for _ in range(calls)]
     first = outputs[0]

@@ -26,9 +26,9 @@ def _model(arch: str, *, epochs: int, seed: int, device: str, defense=None, **kw
 
 
 def _accuracy_of(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    with torch.no_grad():
-        pred = torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-    return float((pred == y).float().mean())
+    from gibbon.transfer._batches import predicted_labels
+
+    return float((predicted_labels(model, x, batch_size) == y).float().mean())
 
 
 def _attacked(model, data, attack, eps, *, device, seed, target=None, norm="linf"):
