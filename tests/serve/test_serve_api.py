@@ -57,6 +57,17 @@ def test_missing_or_invalid_token_is_401(server, digits_sets, header):
     assert_serving(server, x)
 
 
+def test_repeated_failed_logins_get_429_then_the_server_keeps_serving(make_server, digits_sets):
+    server = make_server("--auth-failures", "3", "--auth-failure-rate", "0.001").start()
+    bad = {"Authorization": "Bearer not-a-valid-token-000000"}
+    for _ in range(3):
+        assert_error(httpx.get(f"{server.url}/v1/usage", headers=bad), 401, "unauthorized")
+    blocked = httpx.get(f"{server.url}/v1/usage", headers=auth("user"))  # loopback is one address
+    assert_error(blocked, 429, "too_many_failed_logins")
+    assert int(blocked.headers["retry-after"]) >= 1
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+
+
 def test_predictions_match_the_model_in_both_forms(server, digits_sets, local_model):
     x, y = digits_sets[1].x[:40], digits_sets[1].y[:40]
     a = post(server, "user", nested(x))

@@ -14,7 +14,7 @@ from gibbon.core.checks import GibbonInputError
 from gibbon.serve.payload import Rejected, encode_binary, parse_batch, response_body
 from gibbon.serve.querylog import JsonlLog
 from gibbon.serve.state import Deployment, Settings
-from gibbon.serve.tokens import TokenBucket, TokenStore, load_tokens_file, tokens_from_env
+from gibbon.serve.tokens import FailedAuthLimiter, TokenBucket, TokenStore, load_tokens_file, tokens_from_env
 
 SECRET = "s3cret-token-for-units-000"
 
@@ -97,6 +97,40 @@ def test_deployment_answers_in_the_configured_style(tmp_path, local_model, model
     assert err.value.status == 401
     line = json.loads((tmp_path / "logs" / "queries" / f"{state.spec.id}.jsonl").read_text())
     assert set(line) == {"seq", "t", "rows", "total", "labels", "proj"}  # no raw inputs without --log-inputs
+    dep.close()
+
+
+def test_failed_logins_are_throttled_per_address_and_refill():
+    now = [0.0]
+    limiter = FailedAuthLimiter(burst=3, rate=0.5, max_clients=2, clock=lambda: now[0])
+    for _ in range(3):
+        assert limiter.wait("a") == 0.0
+        limiter.failed("a")
+    assert limiter.wait("a") == pytest.approx(2.0) and limiter.wait("b") == 0.0
+    now[0] = 2.0  # one failure's worth refilled
+    assert limiter.wait("a") == 0.0
+    limiter.failed("a")
+    assert limiter.wait("a") == pytest.approx(2.0)
+    limiter.failed("b")
+    limiter.failed("c")  # over max_clients: "a" (oldest, not full) or "b" goes, memory stays bounded
+    assert len(limiter.buckets) == 2 and "c" in limiter.buckets
+    with pytest.raises(GibbonInputError, match="burst >= 1"):
+        FailedAuthLimiter(burst=0, rate=1.0)
+
+
+def test_a_throttled_address_is_refused_even_with_a_valid_token(tmp_path, local_model, model_path):
+    card = zoo.io.read_card(model_path)
+    dep = Deployment(local_model, card, TokenStore(tokens_from_env(SECRET)), tmp_path / "logs",
+                     Settings(auth_failures=2, auth_failure_rate=1e-3))
+    for _ in range(2):
+        with pytest.raises(Rejected) as err:
+            dep.authenticate("Bearer wrong-wrong-wrong-wrong", "10.0.0.9")
+        assert err.value.status == 401
+    with pytest.raises(Rejected) as err:
+        dep.authenticate(f"Bearer {SECRET}", "10.0.0.9")  # a guess made while blocked is never confirmed
+    assert (err.value.status, err.value.code) == (429, "too_many_failed_logins")
+    assert int(err.value.headers["Retry-After"]) >= 1
+    assert dep.authenticate(f"Bearer {SECRET}", "10.0.0.10").spec.name  # other addresses are not affected
     dep.close()
 
 

@@ -116,7 +116,8 @@ def create_app(deployment: Deployment) -> FastAPI:
     _errors(app)
 
     def auth(request: Request):
-        return deployment.authenticate(request.headers.get("authorization"))
+        return deployment.authenticate(request.headers.get("authorization"),
+                                       request.client.host if request.client else None)
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -42,7 +42,8 @@ def load_token_store(tokens_file: Optional[Path], defaults: dict):
 
 
 def check_options(output: str, topk: int, decimals: Optional[int], max_batch: int, max_body_bytes: int,
-                  threads: int, port: int, prada_delta: float = 0.94, prada_min: int = 100) -> None:
+                  threads: int, port: int, prada_delta: float = 0.94, prada_min: int = 100,
+                  auth_failures: int = 100, auth_failure_rate: float = 1.0) -> None:
     from gibbon.serve.state import OUTPUTS
 
     if output not in OUTPUTS:
@@ -55,6 +56,8 @@ def check_options(output: str, topk: int, decimals: Optional[int], max_batch: in
         raise GibbonInputError(f"--port must be 0-65535, got {port}")
     if not 0 < prada_delta < 1 or prada_min < 3:
         raise GibbonInputError("--prada-delta must be in (0, 1) and --prada-min-distances >= 3")
+    if auth_failures < 1 or not auth_failure_rate > 0:
+        raise GibbonInputError("--auth-failures must be >= 1 and --auth-failure-rate > 0")
 
 
 def serve(
@@ -75,6 +78,10 @@ def serve(
     burst: int = typer.Option(500, "--default-burst", help="Burst of GIBBON_TOKENS tokens (queries)."),
     prada_delta: float = typer.Option(0.94, "--prada-delta", help="PRADA alert when Shapiro-Wilk W < this."),
     prada_min: int = typer.Option(100, "--prada-min-distances", help="PRADA tests once this many distances."),
+    auth_failures: int = typer.Option(100, "--auth-failures",
+                                      help="Failed logins one client address may make before it gets 429s."),
+    auth_failure_rate: float = typer.Option(1.0, "--auth-failure-rate",
+                                            help="... then this many more per second."),
     threads: int = typer.Option(1, "--threads", help="torch threads per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ..."),
     ssl_certfile: Optional[Path] = typer.Option(None, "--ssl-certfile", help="Serve HTTPS with this certificate."),
@@ -93,7 +100,8 @@ def serve(
     from gibbon import zoo
     from gibbon.serve.state import Deployment, Settings
 
-    check_options(output, topk, decimals, max_batch, max_body_bytes, threads, port, prada_delta, prada_min)
+    check_options(output, topk, decimals, max_batch, max_body_bytes, threads, port, prada_delta, prada_min,
+                  auth_failures, auth_failure_rate)
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise GibbonInputError("give both --ssl-certfile and --ssl-keyfile, or neither")
     store = load_token_store(tokens_file, {"budget": budget, "rate": rate, "burst": burst})
@@ -107,7 +115,8 @@ def serve(
     card = zoo.io.read_card(model)
     settings = Settings(output=output, topk=topk, decimals=decimals, max_batch=max_batch,
                         max_body_bytes=max_body_bytes, log_inputs=log_inputs, prada_delta=prada_delta,
-                        prada_min_distances=prada_min)
+                        prada_min_distances=prada_min, auth_failures=auth_failures,
+                        auth_failure_rate=auth_failure_rate)
     deployment = Deployment(net, card, store, log_dir, settings)
     log.info("serving %s (%s) on %s:%d for %d tokens; query logs in %s", model, card.get("architecture"), host, port,
              len(store.specs), log_dir)

@@ -3,6 +3,8 @@
 Everything here is plain Python and torch (no web framework), so it is tested in-process; the
 FastAPI app in :mod:`gibbon.serve.app` only moves bytes in and out of :meth:`Deployment.predict`.
 
+Before any token is looked up, a client address that failed authentication too often is refused
+(429 ``too_many_failed_logins`` with ``Retry-After``; :class:`~gibbon.serve.tokens.FailedAuthLimiter`).
 Order of checks for one request of ``B`` rows (each refusal leaves budget and log untouched):
 ``B > burst`` 413, budget 403 ``budget_exhausted`` (the whole request; no partial answers), rate
 429 with ``Retry-After``. Then the model runs, the log line is written and fsync'd, the budget is
@@ -25,7 +27,7 @@ import torch
 from gibbon.serve import prada
 from gibbon.serve.payload import Rejected, response_body
 from gibbon.serve.querylog import JsonlLog, QueryLogs
-from gibbon.serve.tokens import TokenBucket, TokenSpec, TokenStore
+from gibbon.serve.tokens import FailedAuthLimiter, TokenBucket, TokenSpec, TokenStore
 
 log = logging.getLogger("gibbon.serve")
 OUTPUTS = ("label", "probs", "topk")
@@ -45,6 +47,8 @@ class Settings:
     prada_min_distances: int = prada.MIN_DISTANCES
     prada_dim: int = prada.DIM
     prada_seed: int = prada.SEED
+    auth_failures: int = 100  # failed logins a client address may make before it is throttled
+    auth_failure_rate: float = 1.0  # ... then one more per second
 
 
 def _b64(arr: np.ndarray, dtype: str) -> str:
@@ -92,6 +96,7 @@ class Deployment:
         self.dim = int(self.matrix.shape[1])
         meta = {"projection": "gaussian", "dim": self.dim,
                 "seed": settings.prada_seed, "input_shape": list(self.input_shape), "proj_dtype": "float16"}
+        self.failed_auth = FailedAuthLimiter(settings.auth_failures, settings.auth_failure_rate)
         self.logs = QueryLogs(log_dir, meta)
         self.alerts = list(self.logs.alerts.records)
         self.logs.alerts.records = []
@@ -112,11 +117,19 @@ class Deployment:
         state.detector.flagged |= any(a.get("token") == spec.id for a in self.alerts)
         return state
 
-    def authenticate(self, header: str | None) -> TokenState:
-        """The token state for an ``Authorization`` header; 401 if missing or unknown."""
+    def authenticate(self, header: str | None, client: str | None = None) -> TokenState:
+        """The token state for an ``Authorization`` header sent from address ``client``; 401 if
+        missing or unknown, 429 while ``client`` has used up its failed logins."""
+        client = client or "unknown"
+        wait = self.failed_auth.wait(client)
+        if wait > 0:
+            raise Rejected(429, "too_many_failed_logins", f"too many failed logins from this address; retry in "
+                                                          f"{math.ceil(wait)} s with a valid token",
+                           {"Retry-After": str(math.ceil(wait))})
         scheme, _, value = (header or "").partition(" ")
         spec = self.tokens.lookup(value.strip()) if scheme.lower() == "bearer" else None
         if spec is None:
+            self.failed_auth.failed(client)
             raise Rejected(401, "unauthorized", "send a valid token as 'Authorization: Bearer <token>'",
                            {"WWW-Authenticate": 'Bearer realm="gibbon"'})
         return self.states[spec.id]

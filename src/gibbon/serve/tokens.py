@@ -189,3 +189,55 @@ class TokenBucket:
                 self.level -= cost
                 return 0.0
             return (cost - self.level) / self.rate
+
+    def wait(self, cost: int) -> float:
+        """Seconds until ``cost`` rows could be taken (0.0: now); takes nothing."""
+        with self.lock:
+            level = min(self.burst, self.level + (self.clock() - self.stamp) * self.rate)
+            return 0.0 if cost <= level else (cost - level) / self.rate
+
+
+class FailedAuthLimiter:
+    """Online token guessing, throttled per client address: each client may fail ``burst``
+    times, then one more failure per ``1 / rate`` seconds. A client with no failures left is
+    refused (429) *before* its token is looked up, a valid one included, so a lucky guess made
+    while blocked is never confirmed. The cost is that clients behind one address (a NAT) share
+    the allowance.
+
+    At most ``max_clients`` addresses are tracked; past that, those with a full allowance
+    (nothing to remember) are dropped, then the least recently failing ones.
+
+    Example:
+        >>> limiter = FailedAuthLimiter(burst=2, rate=0.5, clock=lambda: 0.0)
+        >>> limiter.failed("10.0.0.1"); limiter.failed("10.0.0.1")
+        >>> limiter.wait("10.0.0.1"), limiter.wait("10.0.0.2")
+        (2.0, 0.0)
+    """
+
+    def __init__(self, burst: int, rate: float, max_clients: int = 10_000, clock=time.monotonic):
+        if burst < 1 or not rate > 0 or max_clients < 1:
+            raise GibbonInputError("the failed-login limit needs burst >= 1, rate > 0 and max_clients >= 1")
+        self.burst, self.rate, self.max_clients, self.clock = int(burst), float(rate), int(max_clients), clock
+        self.buckets: dict[str, TokenBucket] = {}
+        self.lock = threading.Lock()
+
+    def wait(self, client: str) -> float:
+        """Seconds before ``client`` may try a token again (0.0: now)."""
+        with self.lock:
+            bucket = self.buckets.get(client)
+        return 0.0 if bucket is None else bucket.wait(1)
+
+    def failed(self, client: str) -> None:
+        """Count one failed authentication of ``client``."""
+        with self.lock:
+            bucket = self.buckets.pop(client, None) or TokenBucket(self.rate, self.burst, self.clock)
+            self.buckets[client] = bucket  # re-inserted last: dicts keep the failing order
+            bucket.take(1)
+            if len(self.buckets) > self.max_clients:
+                self._forget()
+
+    def _forget(self) -> None:
+        for client in [c for c, b in self.buckets.items() if b.wait(self.burst) == 0.0]:
+            del self.buckets[client]
+        while len(self.buckets) > self.max_clients:
+            del self.buckets[next(iter(self.buckets))]
