@@ -74,6 +74,31 @@ def test_fgsm_objective_is_the_papers_weighted_sum(digits_sets):
     assert torch.equal(logits, model(x))
 
 
+def test_predicted_craft_labels_avoid_label_leaking(digits_sets):
+    """``craft_labels=predicted`` crafts on the model's own predictions, never on ``y``
+    (Kurakin et al. 2017; Tramer et al.'s code): the example does not depend on the labels."""
+    train, _ = digits_sets
+    model, x, y = digits_mlp(), train.x[:40], train.y[:40]
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    assert (predicted != y).any(), "an untrained model should get some labels wrong"
+    loss, _ = fgsm_training_objective(0.1, craft_labels="predicted")(model, x, y)
+    x_adv = FGSM()(model, x, predicted, eps=0.1)
+    expected = 0.5 * F.cross_entropy(model(x), y) + 0.5 * F.cross_entropy(model(x_adv), y)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    true_loss, _ = fgsm_training_objective(0.1)(model, x, y)
+    assert not torch.allclose(loss, true_loss, atol=1e-4), "predicted labels made no difference"
+    static = [digits_mlp(seed=1).eval().requires_grad_(False)]
+    ens = ensemble_training_objective(static, 0.1, craft_labels="predicted")
+    torch.manual_seed(0)
+    assert all(torch.isfinite(ens(model, x, y)[0]) for _ in range(4))
+    assert parse_defense("fgsm:craft_labels=predicted").craft_labels == "predicted"
+    with pytest.raises(GibbonInputError, match="craft_labels must be one of true, predicted"):
+        ensemble_training_objective(static, 0.1, craft_labels="guess")
+    with pytest.raises(GibbonInputError, match="craft_labels must be one of"):
+        fgsm_training_objective(0.1, craft_labels="guess")
+
+
 class _ModeRecorder(torch.nn.Module):
     def __init__(self, inner):
         super().__init__()
@@ -168,8 +193,8 @@ def test_overfitting_guard_stops_and_keeps_the_best_epoch(digits_sets):
 def test_zoo_trained_caches_defended_models_with_their_spec(tmp_path):
     path = zoo.trained("mlp-200-200", "digits", epochs=1, defense="fgsm:eps=0.1", cache_dir=tmp_path, progress=False)
     card = zoo.io.read_card(path)
-    assert card["defense"]["spec"] == "fgsm:clean_weight=0.5,eps=0.1"
-    assert card["training"]["defense"] == "fgsm:clean_weight=0.5,eps=0.1"
+    assert card["defense"]["spec"] == "fgsm:clean_weight=0.5,craft_labels=true,eps=0.1"
+    assert card["training"]["defense"] == "fgsm:clean_weight=0.5,craft_labels=true,eps=0.1"
     assert "-fgsm-" in path.parent.name
     plain = zoo.trained("mlp-200-200", "digits", epochs=1, cache_dir=tmp_path, progress=False)
     assert plain.parent != path.parent and "defense" not in zoo.io.read_card(plain)

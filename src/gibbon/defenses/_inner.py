@@ -39,9 +39,32 @@ def input_gradient(model, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable | 
     return grad
 
 
-def fgsm_example(model, x: torch.Tensor, y: torch.Tensor, eps: float, bounds) -> torch.Tensor:
-    """``x + eps * sign(grad_x CE)``, clipped into ``bounds`` and detached (Goodfellow et al. 2015)."""
-    grad = input_gradient(model, x, y)
+CRAFT_LABELS = ("true", "predicted")
+
+
+def check_craft_labels(craft_labels: str, name: str) -> None:
+    if craft_labels not in CRAFT_LABELS:
+        from gibbon.core.checks import GibbonInputError
+
+        raise GibbonInputError(f"{name}: craft_labels must be one of {', '.join(CRAFT_LABELS)}, got {craft_labels!r}")
+
+
+def crafting_loss(craft_labels: str) -> Callable | None:
+    """The loss an FGSM example ascends: cross-entropy on the true labels (``"true"``, None here),
+    or (``"predicted"``) on the crafting model's own predictions from the same forward pass. The
+    latter avoids *label leaking* (Kurakin, Goodfellow & Bengio 2017, arXiv:1611.01236): with
+    true labels the single-step perturbation carries the label, and an FGSM-trained model learns
+    to read it back. Tramer et al.'s code crafts this way."""
+    if craft_labels == "true":
+        return None
+    return lambda logits, _: F.cross_entropy(logits, logits.detach().argmax(1), reduction="sum")
+
+
+def fgsm_example(model, x: torch.Tensor, y: torch.Tensor, eps: float, bounds,
+                 loss_fn: Callable | None = None) -> torch.Tensor:
+    """``x + eps * sign(grad_x CE)``, clipped into ``bounds`` and detached (Goodfellow et al. 2015);
+    ``loss_fn(logits, y)`` replaces the summed cross-entropy."""
+    grad = input_gradient(model, x, y, loss_fn)
     return (x.detach() + eps * grad.sign()).clamp(float(bounds[0]), float(bounds[1]))
 
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from gibbon.core.checks import GibbonInputError
-from gibbon.defenses._inner import attack_mode, clean_and_adversarial_loss, fgsm_example, pgd_example
+from gibbon.defenses._inner import (attack_mode, check_craft_labels, clean_and_adversarial_loss, crafting_loss,
+                                    fgsm_example, pgd_example)
 from gibbon.defenses.registry import DefenseConfig, register
 
 
@@ -31,13 +32,15 @@ def _check_eps(eps: float, name: str) -> None:
         raise GibbonInputError(f"{name}: eps must be > 0, got {eps!r}; for clean training leave out --defense")
 
 
-def fgsm_training_objective(eps: float, clean_weight: float = 0.5, bounds=(0.0, 1.0)):
+def fgsm_training_objective(eps: float, clean_weight: float = 0.5, bounds=(0.0, 1.0), craft_labels: str = "true"):
     """Goodfellow et al.'s ``a * J(x) + (1 - a) * J(x_fgsm)`` for :func:`gibbon.zoo.fit`.
 
     Args:
         eps: L-infinity radius of the FGSM examples (0.25 on MNIST in the paper, 0.3 in Tramer et al.).
         clean_weight: ``a``, the weight of the clean loss (0.5 in the paper).
         bounds: the input box the examples are clipped into.
+        craft_labels: ``"true"`` (Goodfellow et al.) or ``"predicted"``: craft against the model's
+            own predictions, avoiding label leaking (Kurakin et al. 2017; Tramer et al. 2018's code).
 
     Returns:
         ``objective(model, x, y) -> (loss, logits)``; the example is crafted in the model's
@@ -56,12 +59,14 @@ def fgsm_training_objective(eps: float, clean_weight: float = 0.5, bounds=(0.0, 
     _check_eps(eps, "fgsm")
     if not 0.0 <= clean_weight <= 1.0:
         raise GibbonInputError(f"fgsm: clean_weight must be in [0, 1], got {clean_weight!r}")
+    check_craft_labels(craft_labels, "fgsm")
 
     def objective(model, x, y):
-        x_adv = fgsm_example(model, x, y, eps, bounds)
+        x_adv = fgsm_example(model, x, y, eps, bounds, crafting_loss(craft_labels))
         return clean_and_adversarial_loss(model, x, x_adv, y, clean_weight)
 
-    objective.__qualname__ = f"fgsm_training_objective(eps={eps}, clean_weight={clean_weight})"
+    objective.__qualname__ = (f"fgsm_training_objective(eps={eps}, clean_weight={clean_weight}, "
+                              f"craft_labels={craft_labels})")
     return objective
 
 
@@ -106,14 +111,16 @@ def pgd_training_objective(eps: float, steps: int = 40, step_size: float = 0.01,
 @register("fgsm")
 @dataclass(frozen=True)
 class FGSMTraining(DefenseConfig):
-    """``--defense fgsm:eps=0.25,clean_weight=0.5`` (Goodfellow et al. 2015)."""
+    """``--defense fgsm:eps=0.25,clean_weight=0.5,craft_labels=true`` (Goodfellow et al. 2015)."""
 
     paper = "Goodfellow, Shlens & Szegedy 2015, arXiv:1412.6572"
     eps: float = 0.3
     clean_weight: float = 0.5
+    craft_labels: str = "true"
 
     def objective(self, train):
-        return fgsm_training_objective(self.eps, self.clean_weight, bounds=train.bounds)
+        return fgsm_training_objective(self.eps, self.clean_weight, bounds=train.bounds,
+                                       craft_labels=self.craft_labels)
 
 
 @register("pgd")

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import torch
 
 from gibbon.core.checks import GibbonInputError
-from gibbon.defenses._inner import clean_and_adversarial_loss, fgsm_example
+from gibbon.defenses._inner import check_craft_labels, clean_and_adversarial_loss, crafting_loss, fgsm_example
 from gibbon.defenses.registry import DefenseConfig, register
 
 
-def ensemble_training_objective(static_models, eps: float, clean_weight: float = 0.5, bounds=(0.0, 1.0)):
+def ensemble_training_objective(static_models, eps: float, clean_weight: float = 0.5, bounds=(0.0, 1.0),
+                                craft_labels: str = "true"):
     """Ensemble adversarial training's loss: ``a * CE(x) + (1 - a) * CE(x_fgsm)`` where ``x_fgsm``
     comes from the trained model or one static model, chosen at random per batch.
 
@@ -31,6 +32,8 @@ def ensemble_training_objective(static_models, eps: float, clean_weight: float =
             weights are never updated.
         eps: FGSM radius (0.3 on MNIST). clean_weight: ``a`` (0.5, half clean, half adversarial).
         bounds: input box.
+        craft_labels: ``"true"`` or ``"predicted"`` (each crafting model's own predictions, as
+            in Tramer et al.'s code; avoids label leaking).
 
     Returns:
         ``objective(model, x, y) -> (loss, clean_logits)``.
@@ -50,14 +53,16 @@ def ensemble_training_objective(static_models, eps: float, clean_weight: float =
         raise GibbonInputError("ensemble: give at least one static pre-trained model (static=tramer-c+tramer-d)")
     if not eps > 0:
         raise GibbonInputError(f"ensemble: eps must be > 0, got {eps!r}")
+    check_craft_labels(craft_labels, "ensemble")
 
     def objective(model, x, y):
         source = int(torch.randint(len(static_models) + 1, (1,)))
         crafter = model if source == 0 else static_models[source - 1]
-        x_adv = fgsm_example(crafter, x, y, eps, bounds)
+        x_adv = fgsm_example(crafter, x, y, eps, bounds, crafting_loss(craft_labels))
         return clean_and_adversarial_loss(model, x, x_adv, y, clean_weight)
 
-    objective.__qualname__ = f"ensemble_training_objective(n_static={len(static_models)}, eps={eps}, clean_weight={clean_weight})"
+    objective.__qualname__ = (f"ensemble_training_objective(n_static={len(static_models)}, eps={eps}, "
+                              f"clean_weight={clean_weight}, craft_labels={craft_labels})")
     return objective
 
 
@@ -92,11 +97,13 @@ class EnsembleTraining(DefenseConfig):
     static_epochs: int = 2
     static_seed: int = 1
     clean_weight: float = 0.5
+    craft_labels: str = "true"
 
     def objective(self, train, device="cpu"):
         static = resolve_static(self.static, train.name, epochs=self.static_epochs, seed=self.static_seed,
                                 device=device)
-        return ensemble_training_objective(static, self.eps, self.clean_weight, bounds=train.bounds)
+        return ensemble_training_objective(static, self.eps, self.clean_weight, bounds=train.bounds,
+                                           craft_labels=self.craft_labels)
 
     def fit(self, model, train, **fit_kwargs):
         from gibbon.zoo.training import fit, model_device

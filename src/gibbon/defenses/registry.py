@@ -39,7 +39,7 @@ class DefenseConfig:
         Example:
             >>> from gibbon.defenses import parse_defense
             >>> parse_defense("fgsm:eps=0.25").spec()
-            'fgsm:clean_weight=0.5,eps=0.25'
+            'fgsm:clean_weight=0.5,craft_labels=true,eps=0.25'
         """
         items = ",".join(f"{k}={v}" for k, v in sorted(self.params().items()))
         return f"{self.name}:{items}" if items else self.name
