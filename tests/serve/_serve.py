@@ -21,6 +21,7 @@ TOKENS = {  # name -> (token, limits)
     "attacker": ("attacker-token-ffffffff", {"budget": 1_000_000, "rate": 100_000.0, "burst": 5000}),
     "benign": ("benign-token-gggggggggg", {"budget": 1_000_000, "rate": 100_000.0, "burst": 5000}),
     "fuzz": ("fuzz-token-hhhhhhhhhhhh", {"budget": None, "rate": 100_000.0, "burst": 5000}),
+    "retry": ("retry-token-jjjjjjjjjjjj", {"budget": 100, "rate": 100_000.0, "burst": 5000}),
     "admin": ("admin-token-iiiiiiiiiii", {"budget": None, "rate": 100_000.0, "burst": 5000, "admin": True}),
 }
 MAX_BATCH, MAX_BODY = 64, 200_000

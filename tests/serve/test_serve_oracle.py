@@ -87,6 +87,40 @@ def test_429_is_retried_after_the_servers_delay(server, digits_sets):
     assert out.shape == (4, 10) and remote.retried >= 1 and remote.total == 4
 
 
+class _LosesFirstAnswer(httpx.HTTPTransport):
+    """Delivers every request, but the first predict answer is lost on the way back (a timeout)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lost, self.keys = 0, []
+
+    def handle_request(self, request):
+        response = super().handle_request(request)
+        if request.url.path == "/v1/predict":
+            self.keys.append(request.headers.get("idempotency-key"))
+            if not self.lost:
+                self.lost += 1
+                response.read()
+                raise httpx.ReadTimeout("answer lost", request=request)
+        return response
+
+
+def test_a_retry_after_a_lost_answer_is_charged_once(server, digits_sets, local_model):
+    x = digits_sets[1].x[:6]
+    transport = _LosesFirstAnswer()
+    remote = HttpOracle(server.url, TOKENS["retry"][0], backoff=0.0,
+                        client=httpx.Client(base_url=server.url, transport=transport, timeout=30))
+    before = usage(server, "retry")
+    probs = remote(x)
+    assert transport.lost == 1 and remote.retried == 1 and len(transport.keys) == 2
+    assert transport.keys[0] == transport.keys[1] and len(transport.keys[0]) == 32  # the retry reuses the key
+    assert usage(server, "retry") - before == 6  # the server answered twice, charged once
+    with torch.no_grad():
+        assert torch.allclose(probs, local_model(x).softmax(1), atol=1e-5)
+    remote(x)  # the same batch under a new key is a new query
+    assert usage(server, "retry") - before == 12
+
+
 def test_unreachable_server_fails_after_the_retries():
     with pytest.raises(ServerError, match="unreachable after 3 attempts"):
         HttpOracle(f"http://127.0.0.1:{free_port()}", "x" * 20, retries=2, backoff=0.01)

@@ -134,6 +134,38 @@ def test_a_throttled_address_is_refused_even_with_a_valid_token(tmp_path, local_
     dep.close()
 
 
+def test_an_idempotency_key_makes_a_retry_free_even_after_a_restart(tmp_path, local_model, model_path, digits_sets):
+    card, x = zoo.io.read_card(model_path), digits_sets[1].x
+    store = TokenStore(tokens_from_env(SECRET, {"budget": 4}))
+    dep = Deployment(local_model, card, store, tmp_path / "logs")
+    state = dep.authenticate(f"Bearer {SECRET}")
+    first, headers = dep.predict(state, x[:4], "key-0000000001")
+    assert state.used == 4 and "X-Gibbon-Replayed" not in headers and headers["X-Gibbon-Budget-Remaining"] == "0"
+    again, headers = dep.predict(state, x[:4].clone(), "key-0000000001")  # budget spent: a replay is still answered
+    assert again == first and headers["X-Gibbon-Replayed"] == "true" and headers["X-Gibbon-Request"] == "1"
+    assert state.used == 4
+    with pytest.raises(Rejected) as err:
+        dep.predict(state, x[4:8], "key-0000000001")
+    assert (err.value.status, err.value.code) == (422, "idempotency_key_reused")
+    with pytest.raises(Rejected) as err:
+        dep.predict(state, x[:1], "bad key!")
+    assert err.value.status == 422
+    with pytest.raises(Rejected) as err:
+        dep.predict(state, x[:1], "key-0000000002")  # a new key is a new query: over budget
+    assert err.value.code == "budget_exhausted"
+    state.in_flight.add("key-0000000003")
+    with pytest.raises(Rejected) as err:
+        dep.predict(state, x[:1], "key-0000000003")
+    assert (err.value.status, err.value.code) == (409, "request_in_progress")
+    dep.close()
+    log_lines = (tmp_path / "logs" / "queries" / f"{state.spec.id}.jsonl").read_text().splitlines()
+    assert len(log_lines) == 1 and json.loads(log_lines[0])["key"] == "key-0000000001"
+    restarted = Deployment(local_model, card, store, tmp_path / "logs")  # keys are rebuilt from the log
+    state = restarted.authenticate(f"Bearer {SECRET}")
+    assert restarted.predict(state, x[:4], "key-0000000001")[0] == first and state.used == 4
+    restarted.close()
+
+
 def test_a_torn_last_line_is_cut_before_appending(tmp_path):
     path = tmp_path / "q.jsonl"
     log = JsonlLog(path)

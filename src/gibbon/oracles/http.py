@@ -19,6 +19,7 @@ Needs httpx: ``pip install 'gibbon[serve]'``.
 from __future__ import annotations
 
 import time
+import uuid
 
 import torch
 
@@ -49,7 +50,9 @@ class HttpOracle:
         url: the server's base URL, e.g. ``"http://127.0.0.1:8000"``.
         token: the bearer token (sent as ``Authorization: Bearer``; never printed by ``repr``).
         batch_size: most rows per request (also capped by the server's ``max_batch``).
-        retries: attempts after the first one for 429, 5xx and connection errors.
+        retries: attempts after the first one for 409, 429, 5xx and connection errors. Each batch
+            carries a fresh ``Idempotency-Key``, reused by its retries: the server charges a
+            batch once even when an answer was lost and the batch sent again.
         timeout: seconds per request.
         output: ``"auto"`` (probabilities when the server gives them, else labels), ``"scores"``
             (probabilities ``[B, K]``, an error if the server answers labels only) or ``"label"``
@@ -90,13 +93,16 @@ class HttpOracle:
         if output == "scores" and self.info.get("output") == "label":
             raise GibbonInputError("this server answers labels only; use output='label' (decision-based attacks)")
 
-    def _request(self, method: str, path: str, json=None):
-        """One API call with the retry policy; returns the 200 response or raises."""
+    def _request(self, method: str, path: str, json=None, key: str | None = None):
+        """One API call with the retry policy; returns the 200 response or raises. ``key`` goes
+        out as the ``Idempotency-Key`` of every attempt, so a retry after a lost answer is not
+        charged twice."""
         httpx = self._httpx
+        headers = {**self._auth, **({"Idempotency-Key": key} if key else {})}
         for attempt in range(self.retries + 1):
             wait = min(self.backoff * 2 ** attempt, self.max_backoff)
             try:
-                response = self.client.request(method, path, json=json, headers=self._auth)
+                response = self.client.request(method, path, json=json, headers=headers)
             except (httpx.TransportError, httpx.TimeoutException) as e:
                 if attempt == self.retries:
                     raise ServerError(f"{self.url}{path} unreachable after {attempt + 1} attempts: {e}") from None
@@ -109,10 +115,11 @@ class HttpOracle:
                     self.remaining = int(left) if left is not None and left.isdigit() else 0
                     raise ServerBudgetExhausted(f"the server's query budget for this token is spent after "
                                                 f"{self.total} queries here: {body.get('detail', '')}")
-                if response.status_code != 429 and response.status_code < 500 or attempt == self.retries:
+                retryable = response.status_code in (409, 429) or response.status_code >= 500
+                if not retryable or attempt == self.retries:
                     raise ServerError(f"{method} {path} answered {response.status_code} {body.get('error', '')}: "
                                       f"{body.get('detail', response.text[:200])}")
-                if response.status_code == 429:
+                if response.status_code in (409, 429):
                     wait = _retry_after(response, wait)
             self.retried += 1
             time.sleep(wait)
@@ -145,7 +152,7 @@ class HttpOracle:
             if self.remaining is not None and len(chunk) > self.remaining:
                 raise ServerBudgetExhausted(f"{len(chunk)} more queries asked but the server reported only "
                                             f"{self.remaining} left for this token")
-            response = self._request("POST", "/v1/predict", json=_encode(chunk))
+            response = self._request("POST", "/v1/predict", json=_encode(chunk), key=uuid.uuid4().hex)
             left = response.headers.get("x-gibbon-budget-remaining")
             self.remaining = int(left) if left is not None else None
             out.append(self._decode(response.json(), len(chunk)))

@@ -75,11 +75,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def answer_body(deployment: Deployment, state, body: bytes) -> tuple[dict, dict]:
+def answer_body(deployment: Deployment, state, body: bytes, key: str | None = None) -> tuple[dict, dict]:
     """Decode, check and answer one request body (runs in a worker thread: parsing and the model are CPU work)."""
     doc = decode_json(body)
     x = parse_batch(doc, deployment.input_shape, deployment.bounds, deployment.settings.max_batch)
-    return deployment.predict(state, x)
+    return deployment.predict(state, x, key)
 
 
 def _errors(app: FastAPI) -> None:
@@ -111,7 +111,7 @@ def create_app(deployment: Deployment) -> FastAPI:
     app = FastAPI(title="gibbon prediction API", version="1", docs_url=None, redoc_url=None,
                   description="A classifier behind bearer tokens, query budgets, rate limits and a PRADA monitor.")
     app.state.deployment = deployment
-    errors = {code: {"model": ErrorBody} for code in (400, 401, 403, 413, 422, 429)}
+    errors = {code: {"model": ErrorBody} for code in (400, 401, 403, 409, 413, 422, 429)}
     settings = deployment.settings
     _errors(app)
 
@@ -138,10 +138,12 @@ def create_app(deployment: Deployment) -> FastAPI:
     @app.post("/v1/predict", response_model=Prediction, response_model_exclude_none=True,
               openapi_extra={"requestBody": PREDICT_BODY}, responses=errors)
     async def predict(request: Request):
-        """Predictions for a batch of inputs; one input row is one query against the token's budget."""
+        """Predictions for a batch of inputs; one input row is one query against the token's budget.
+        An ``Idempotency-Key`` header makes a retry of the same batch free."""
         state = auth(request)
         body = await read_body(request, settings.max_body_bytes)
-        answer, headers = await run_in_threadpool(answer_body, deployment, state, body)
+        answer, headers = await run_in_threadpool(answer_body, deployment, state, body,
+                                                  request.headers.get("idempotency-key"))
         return JSONResponse(answer, headers=headers)
 
     @app.get("/v1/admin/alerts", responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}})

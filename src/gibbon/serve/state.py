@@ -15,10 +15,13 @@ detector in one order (a lock), so replaying the log at start-up rebuilds the sa
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import math
+import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +34,8 @@ from gibbon.serve.tokens import FailedAuthLimiter, TokenBucket, TokenSpec, Token
 
 log = logging.getLogger("gibbon.serve")
 OUTPUTS = ("label", "probs", "topk")
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
+RECENT_KEYS = 4096  # idempotency keys remembered per token (a retry comes seconds after its original)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,12 @@ class Settings:
     auth_failure_rate: float = 1.0  # ... then one more per second
 
 
+def _digest(x: torch.Tensor) -> str:
+    """What identifies a batch for an idempotent retry: sha256 of its float32 bytes and shape (32 hex digits)."""
+    data = np.ascontiguousarray(x.detach().cpu().numpy(), dtype="<f4")
+    return hashlib.sha256(repr(data.shape).encode() + data.tobytes()).hexdigest()[:32]
+
+
 def _b64(arr: np.ndarray, dtype: str) -> str:
     return base64.b64encode(np.ascontiguousarray(arr, dtype=dtype).tobytes()).decode("ascii")
 
@@ -62,7 +73,14 @@ class TokenState:
         self.spec, self.log, self.detector = spec, querylog, detector
         self.bucket = TokenBucket(spec.rate, spec.burst)
         self.used = self.reserved = self.seq = 0
+        self.recent: OrderedDict[str, tuple[str, int]] = OrderedDict()  # idempotency key -> (batch digest, seq)
+        self.in_flight: set[str] = set()
         self.lock = threading.Lock()
+
+    def remember(self, key: str, digest: str, seq: int) -> None:
+        self.recent[key] = (digest, seq)
+        while len(self.recent) > RECENT_KEYS:
+            self.recent.popitem(last=False)
 
     def remaining(self) -> int | None:
         return None if self.spec.budget is None else max(self.spec.budget - self.used, 0)
@@ -112,6 +130,8 @@ class Deployment:
             proj = np.frombuffer(base64.b64decode(record["proj"]), dtype="<f2").reshape(record["rows"], -1)
             state.detector.observe(torch.from_numpy(proj.copy()), record["labels"])
             state.used, state.seq = int(record["total"]), int(record["seq"])
+            if "key" in record:
+                state.remember(record["key"], record["digest"], state.seq)
         state.log.records = []  # replayed; not kept in memory
         state.detector.check()
         state.detector.flagged |= any(a.get("token") == spec.id for a in self.alerts)
@@ -134,12 +154,13 @@ class Deployment:
                            {"WWW-Authenticate": 'Bearer realm="gibbon"'})
         return self.states[spec.id]
 
-    def _admit(self, state: TokenState, rows: int) -> None:
+    def _admit(self, state: TokenState, rows: int, charged: bool = True) -> None:
+        """Burst, budget (only for a request that will be ``charged``; a replay was paid for) and rate."""
         spec = state.spec
         if rows > spec.burst:
             raise Rejected(413, "batch_too_large", f"this token's rate limit allows at most {spec.burst} inputs "
                                                    "per request; split the batch")
-        if spec.budget is not None and state.used + state.reserved + rows > spec.budget:
+        if charged and spec.budget is not None and state.used + state.reserved + rows > spec.budget:
             left = max(spec.budget - state.used - state.reserved, 0)
             raise Rejected(403, "budget_exhausted", f"this request needs {rows} queries but the token has {left} "
                                                     f"left of its budget of {spec.budget}; do not retry",
@@ -149,24 +170,50 @@ class Deployment:
             raise Rejected(429, "rate_limited", f"over this token's rate of {spec.rate:g} queries/s; retry after "
                                                 "the Retry-After seconds", {"Retry-After": str(max(1, math.ceil(wait)))})
 
-    def predict(self, state: TokenState, x: torch.Tensor) -> tuple[dict, dict]:
-        """Answer one checked batch for ``state``'s token: ``(body, headers)``; raises :class:`Rejected`."""
+    def predict(self, state: TokenState, x: torch.Tensor, key: str | None = None) -> tuple[dict, dict]:
+        """Answer one checked batch for ``state``'s token: ``(body, headers)``; raises :class:`Rejected`.
+
+        ``key`` (the ``Idempotency-Key`` header) makes a retry free: a batch sent again under a
+        key already answered for this token is answered again without being charged, logged or
+        shown to the detector (the model is deterministic in eval mode, so the answer is the
+        same). The same key with another batch is refused (422); a key whose first request is
+        still running gets 409, to be retried.
+        """
         rows = int(x.shape[0])
+        if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+            raise Rejected(422, "invalid_input", "Idempotency-Key must be 8 to 64 letters, digits, '-' or '_'")
+        digest = _digest(x) if key is not None else None
         with state.lock:
-            self._admit(state, rows)
-            state.reserved += rows
+            seen = state.recent.get(key) if key is not None else None
+            if seen is not None and seen[0] != digest:
+                raise Rejected(422, "idempotency_key_reused", "this Idempotency-Key was used for another batch; "
+                                                              "send a fresh key with each new batch")
+            if key is not None and key in state.in_flight:
+                raise Rejected(409, "request_in_progress", "a request with this Idempotency-Key is still running; "
+                                                           "retry it after the Retry-After seconds",
+                               {"Retry-After": "1"})
+            self._admit(state, rows, charged=seen is None)
+            if seen is None:
+                state.reserved += rows
+                if key is not None:
+                    state.in_flight.add(key)
+        if seen is not None:  # already logged and charged: answer again, outside the lock
+            return self._answer(x), self._headers(state, seen[1], replayed=True)
         try:
-            with torch.no_grad():
-                probs = self.model(x.to(self.device)).float().softmax(dim=1).cpu()
+            probs = self._probabilities(x)
             labels = probs.argmax(dim=1)
             proj = prada.project(x, self.matrix)
             with state.lock:
                 record = {"seq": state.seq + 1, "t": round(time.time(), 3), "rows": rows, "total": state.used + rows,
                           "labels": labels.tolist(), "proj": _b64(proj.numpy(), "<f2")}
+                if key is not None:
+                    record["key"], record["digest"] = key, digest
                 if self.settings.log_inputs:
                     record["inputs"] = _b64(x.numpy(), "<f4")
                 state.log.append(record)  # on disk before anything is answered or counted
                 state.seq, state.used = record["seq"], record["total"]
+                if key is not None:
+                    state.remember(key, digest, state.seq)
                 state.detector.observe(proj, record["labels"])
                 verdict = state.detector.check()
                 if verdict.new_alert:
@@ -174,10 +221,26 @@ class Deployment:
         finally:
             with state.lock:
                 state.reserved -= rows
-        headers = {"X-Gibbon-Queries-Used": str(state.used), "X-Gibbon-Request": str(record["seq"])}
+                state.in_flight.discard(key)
+        return self._respond(probs), self._headers(state, record["seq"], replayed=False)
+
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(x.to(self.device)).float().softmax(dim=1).cpu()
+
+    def _respond(self, probs: torch.Tensor) -> dict:
+        return response_body(probs, self.settings.output, self.settings.topk, self.settings.decimals)
+
+    def _answer(self, x: torch.Tensor) -> dict:
+        return self._respond(self._probabilities(x))
+
+    def _headers(self, state: TokenState, seq: int, *, replayed: bool) -> dict:
+        headers = {"X-Gibbon-Queries-Used": str(state.used), "X-Gibbon-Request": str(seq)}
+        if replayed:
+            headers["X-Gibbon-Replayed"] = "true"
         if state.spec.budget is not None:
             headers["X-Gibbon-Budget-Remaining"] = str(state.remaining())
-        return response_body(probs, self.settings.output, self.settings.topk, self.settings.decimals), headers
+        return headers
 
     def _alert(self, state: TokenState, verdict: prada.Verdict) -> None:
         alert = {"t": round(time.time(), 3), "token": state.spec.id, "name": state.spec.name, "detector": "prada",
