@@ -6,8 +6,10 @@ FastAPI app in :mod:`gibbon.serve.app` only moves bytes in and out of :meth:`Dep
 Before any token is looked up, a client address that failed authentication too often is refused
 (429 ``too_many_failed_logins`` with ``Retry-After``; :class:`~gibbon.serve.tokens.FailedAuthLimiter`).
 Order of checks for one request of ``B`` rows (each refusal leaves budget and log untouched):
-``B > burst`` 413, budget 403 ``budget_exhausted`` (the whole request; no partial answers), rate
-429 with ``Retry-After``. Then the model runs, the log line is written and fsync'd, the budget is
+``Idempotency-Key`` (422 reused for another batch, 409 still running; a known key with the
+same batch is a replay: answered, never charged), ``B > burst`` 413, budget 403
+``budget_exhausted`` (the whole request; no partial answers), rate 429 with ``Retry-After``.
+Then the model runs, the log line is written and fsync'd, the budget is
 charged, and only then the answer goes out. Per token, requests are logged and fed to the
 detector in one order (a lock), so replaying the log at start-up rebuilds the same state.
 """
@@ -198,7 +200,7 @@ class Deployment:
                 if key is not None:
                     state.in_flight.add(key)
         if seen is not None:  # already logged and charged: answer again, outside the lock
-            return self._answer(x), self._headers(state, seen[1], replayed=True)
+            return self._respond(self._probabilities(x)), self._headers(state, seen[1], replayed=True)
         try:
             probs = self._probabilities(x)
             labels = probs.argmax(dim=1)
@@ -230,9 +232,6 @@ class Deployment:
 
     def _respond(self, probs: torch.Tensor) -> dict:
         return response_body(probs, self.settings.output, self.settings.topk, self.settings.decimals)
-
-    def _answer(self, x: torch.Tensor) -> dict:
-        return self._respond(self._probabilities(x))
 
     def _headers(self, state: TokenState, seq: int, *, replayed: bool) -> dict:
         headers = {"X-Gibbon-Queries-Used": str(state.used), "X-Gibbon-Request": str(seq)}
