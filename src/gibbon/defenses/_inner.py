@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from gibbon.core.checks import GibbonInputError
+
 
 @contextlib.contextmanager
 def attack_mode(model: torch.nn.Module, eval_mode: bool):
@@ -44,8 +46,6 @@ CRAFT_LABELS = ("true", "predicted")
 
 def check_craft_labels(craft_labels: str, name: str) -> None:
     if craft_labels not in CRAFT_LABELS:
-        from gibbon.core.checks import GibbonInputError
-
         raise GibbonInputError(f"{name}: craft_labels must be one of {', '.join(CRAFT_LABELS)}, got {craft_labels!r}")
 
 
