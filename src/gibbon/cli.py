@@ -456,7 +456,7 @@ def diagnose(
     for name, acc in report.accuracies.items():
         low, high = acc["interval"]
         out.print(f"{name:<20s} {acc['accuracy']:7.2%}  [{low:.1%}, {high:.1%}]", highlight=False)
-    out.print(report.checklist(), highlight=False)
+    out.print(report.checklist(), highlight=False, markup=False)  # "[ok]" is not a rich style tag
     if json_path is not None:
         from gibbon.evaluation.report import jsonable, write_json_atomic
 

@@ -128,7 +128,7 @@ def test_beats_needs_separated_intervals():
     assert beats({"interval": [0.1, 0.2]}, {"interval": [0.25, 0.4]})
 
 
-def test_cli_diagnose_writes_json_and_exits_zero_when_suspected(honest, tmp_path, monkeypatch):
+def test_cli_diagnose_writes_json_and_exits_zero_when_suspected(honest, tmp_path, monkeypatch, capsys):
     train = data.load("digits", "train")
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -141,6 +141,8 @@ def test_cli_diagnose_writes_json_and_exits_zero_when_suspected(honest, tmp_path
     assert code == 0
     saved = json.loads(out.read_text())
     assert saved["verdict"] in (NO_SIGN, SUSPECTED) and len(saved["findings"]) == 9
+    printed = capsys.readouterr().out  # every check keeps its marker ("[ok]" is not taken as a rich style)
+    assert sum(line.startswith(("[ok] ", "[!!] ")) for line in printed.splitlines()) == 9, printed
     assert run_cli(monkeypatch, "diagnose", "--model", str(weights), "--dataset", "digits", "--eps", "0") == 2
     squeezed = tmp_path / "squeezed.json"
     code = run_cli(monkeypatch, "diagnose", "--model", str(weights), "--dataset", "digits", "--eps", "0.1", "--n", "60",

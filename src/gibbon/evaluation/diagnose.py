@@ -76,7 +76,7 @@ class Diagnosis:
         return asdict(self)
 
     def checklist(self) -> str:
-        lines = [f"verdict: {self.verdict}"]
+        lines = [f"verdict: {self.verdict}", "checks ([ok] holds, [!!] fails, with what to do):"]
         for f in self.findings:
             lines.append(f"[{'!!' if f.flagged else 'ok'}] {f.title}")
             if f.flagged and f.advice:
