@@ -134,16 +134,22 @@ def tramer2018_ensemble(seed=0, device="cpu") -> list:
     return rows
 
 
-def _apart(higher: float, lower: float, n: int) -> bool:
+def _with_interval(p: float, n: int) -> dict:
+    """An accuracy as :func:`gibbon.evaluation.diagnose.beats` takes it: ``{"accuracy", "interval"}`` (95% Wilson)."""
     from gibbon.evaluation.stats import wilson_interval
 
-    return wilson_interval(round(higher * n), n)[0] > wilson_interval(round(lower * n), n)[1]
+    return {"accuracy": p, "interval": list(wilson_interval(round(p * n), n))}
+
+
+def _apart(higher: float, lower: float, n: int) -> bool:
+    from gibbon.evaluation.diagnose import beats
+
+    # "beats" reads robust accuracies (lower = stronger attack): the lower one's interval ends below the higher's
+    return beats(_with_interval(lower, n), _with_interval(higher, n))
 
 
 def _interval_text(p: float, n: int) -> str:
-    from gibbon.evaluation.stats import wilson_interval
-
-    low, high = wilson_interval(round(p * n), n)
+    low, high = _with_interval(p, n)["interval"]
     return f"above FGSM-AT's {p:.1%} [{low:.1%}, {high:.1%}]"
 
 
