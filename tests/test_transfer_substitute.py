@@ -92,5 +92,15 @@ def test_cli_runs_the_substitute_attack_against_a_skops_oracle(tmp_path, monkeyp
     assert result["queries"] == 800 and result["oracle_accuracy"] >= 0.9
     # measured: the logistic regression falls from 0.98 to 0.065 (FGSM eps 0.3 from the MLP substitute)
     assert result["adversarial_accuracy"] <= 0.4, result
+    # an API budget of 900 labels: 400 kept back to score 200 images twice, so training stops at 500
+    assert cli("substitute", "--oracle", f"sklearn:{model}", "--dataset", "digits", "--seed-images", "100",
+               "--n", "200", "--rounds", "4", "--epochs", "2", "--max-total-queries", "900",
+               "--json", str(report)) == 0
+    result = json.loads(report.read_text())
+    assert result["stopped_by_budget"] and result["queries"] == result["training_points"] == 500
+    assert result["attack_queries"] == 400
     assert cli("substitute", "--oracle", f"sklearn:{model}", "--dataset", "digits", "--rounds", "0") == 2
+    assert cli("substitute", "--oracle", f"sklearn:{model}", "--dataset", "digits", "--seed-images", "100",
+               "--n", "200", "--max-total-queries", "450") == 2  # 400 for scoring leave 50 for 100 seeds
+    assert "fewer than the 100 seed images" in " ".join(capsys.readouterr().err.split())
     capsys.readouterr()

@@ -369,6 +369,7 @@ def substitute(
     attack_spec: str = typer.Option("fgsm", "--attack", help="White-box attack crafted on the substitute, NAME[:key=value,...]."),
     eps: float = typer.Option(0.3, "--eps", help="The attack's budget."),
     norm: str = typer.Option("linf", "--norm", help="linf, l2, l1 or l0."),
+    max_total_queries: Optional[int] = typer.Option(None, "--max-total-queries", help="Labels the attack may ask of the oracle in all, scoring included (an API's budget): the augmentation stops before it."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
     seed: int = SeedOpt,
 ):
@@ -390,7 +391,7 @@ def substitute(
         raise GibbonInputError("--seed-images, --n, --rounds and --epochs must be >= 1 and --step > 0")
     attack_cfg = parse_attack(attack_spec)
     resolve_attacks([attack_cfg], norm, targeted=False)
-    oracle = Oracle(_load_any(oracle_spec), output="label")
+    oracle = Oracle(_load_any(oracle_spec), output="label", max_total=max_total_queries)
     test = gdata.load(dataset, "test", n=seed_images + n)
     if len(test) <= seed_images:
         raise GibbonInputError(f"{dataset} has {len(test)} test images: fewer than --seed-images + 1")
@@ -403,7 +404,7 @@ def substitute(
                                classes=test.classes, seed=seed, progress=True)
     summary = result.to_dict()
     for key in ("queries", "training_points", "substitute_accuracy", "agreement", "oracle_accuracy",
-                "adversarial_accuracy", "transfer_success", "attack_queries"):
+                "adversarial_accuracy", "transfer_success", "attack_queries", "stopped_by_budget"):
         value = summary[key]
         out.print(f"{key:<22s} {value:.4f}" if isinstance(value, float) else f"{key:<22s} {value}")
     if json_path is not None:

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from gibbon.core.checks import GibbonInputError
-from gibbon.oracles import UNLIMITED, GradientRefusedError, Oracle, QueryBudgetExceeded, as_oracle, to_probabilities
+from gibbon.oracles import (
+    UNLIMITED,
+    GradientRefusedError,
+    Oracle,
+    QueryBudgetExceeded,
+    as_oracle,
+    share_total,
+    to_probabilities,
+)
 
 
 class Rows(torch.nn.Module):
@@ -124,3 +132,68 @@ def test_evaluate_takes_an_oracle_target_with_black_box_attacks_only():
     (result,) = report.results
     assert result.gradients == 0 and result.forwards > 0
     assert not any("gradient" in w for w in report.warnings), report.warnings
+
+
+# --------------------------------------------------------------------------- a budget shared by all samples
+
+
+def test_share_total_splits_the_rest_evenly_within_each_budget():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        left = torch.randint(0, 30, (int(torch.randint(1, 12, (1,), generator=gen)),), generator=gen)
+        total = int(torch.randint(0, 120, (1,), generator=gen))
+        share = share_total(left, total)
+        assert bool((share >= 0).all()) and bool((share <= left).all())
+        assert int(share.sum()) == min(total, int(left.sum())), "the whole total (or every budget) is handed out"
+        # as even as the budgets allow: a sample below its own budget never has 2 fewer than another
+        below = share < left
+        if below.any():
+            assert int(share.max()) - int(share[below].min()) <= 1
+    assert share_total(torch.tensor([UNLIMITED, UNLIMITED]), 5).tolist() == [3, 2]
+    assert share_total(torch.zeros(0, dtype=torch.int64), 5).tolist() == []
+
+
+def test_max_total_is_enforced_before_the_model_runs_and_shared_by_remaining():
+    model = Rows()
+    oracle = Oracle(model, max_total=5, max_queries=4, n=3)
+    assert oracle.total_remaining() == 5 and oracle.remaining().tolist() == [2, 2, 1]
+    assert oracle.remaining(torch.tensor([2])).tolist() == [4], "one sample alone is capped by its own budget"
+    oracle(torch.zeros(4, 4), idx=torch.tensor([0, 0, 1, 2]))
+    assert oracle.total_remaining() == 1 and int(oracle.remaining().sum()) == 1
+    with pytest.raises(QueryBudgetExceeded, match="asks 2 queries but only 1 are left in all"):
+        oracle(torch.zeros(2, 4), idx=torch.tensor([1, 2]))
+    assert model.rows == 4 and oracle.total == 4, "a refused call must neither run the model nor count"
+    oracle(torch.zeros(1, 4), idx=torch.tensor([1]))
+    assert oracle.total_remaining() == 0 and oracle.remaining().tolist() == [0, 0, 0]
+    with pytest.raises(GibbonInputError, match="max_total"):
+        Oracle(Rows(), max_total=-1)
+
+
+def test_affordable_picks_the_first_samples_the_shared_total_pays_for():
+    oracle = Oracle(Rows(), max_total=7, max_queries=3, n=4)
+    oracle(torch.zeros(3, 4), idx=torch.tensor([0, 0, 0]))  # sample 0 has spent its own budget
+    ids = torch.tensor([0, 1, 2, 3])
+    assert oracle.affordable(ids, 2).tolist() == [False, True, True, False]  # 4 left: two samples of 2
+    assert oracle.affordable(ids, 5).tolist() == [False] * 4
+    assert oracle.affordable(torch.tensor([3, 1]), 2).tolist() == [True, True], "the order of ids decides"
+    assert Oracle(Rows(), n=2).affordable(torch.tensor([0, 1]), 10**6).tolist() == [True, True]
+
+
+def test_a_models_own_budget_and_an_inner_oracles_total_are_shared_too():
+    class Metered(Rows):  # a model that reports its own budget, as HttpOracle does with the server's
+        def __init__(self, budget):
+            super().__init__()
+            self.budget = budget
+
+        def queries_left(self):
+            return self.budget - self.rows
+
+    inner = Oracle(Metered(6))
+    outer = Oracle(inner, max_queries=4, n=2)
+    assert outer.total_remaining() == 6 and outer.remaining().tolist() == [3, 3]
+    outer(torch.zeros(5, 4), idx=torch.tensor([0, 0, 0, 1, 1]))
+    assert outer.total_remaining() == inner.total_remaining() == 1
+    with pytest.raises(QueryBudgetExceeded, match="left in all"):
+        outer(torch.zeros(2, 4), idx=torch.tensor([1, 1]))
+    assert Oracle(inner, max_total=0).total_remaining() == 0
+    assert Oracle(Rows()).total_remaining() == UNLIMITED

@@ -22,6 +22,8 @@ TOKENS = {  # name -> (token, limits)
     "benign": ("benign-token-gggggggggg", {"budget": 1_000_000, "rate": 100_000.0, "burst": 5000}),
     "fuzz": ("fuzz-token-hhhhhhhhhhhh", {"budget": None, "rate": 100_000.0, "burst": 5000}),
     "retry": ("retry-token-jjjjjjjjjjjj", {"budget": 100, "rate": 100_000.0, "burst": 5000}),
+    "shared": ("shared-budget-token-kkkk", {"budget": 300, "rate": 100_000.0, "burst": 5000}),
+    "shared-sub": ("shared-sub-token-llllllll", {"budget": 200, "rate": 100_000.0, "burst": 5000}),
     "admin": ("admin-token-iiiiiiiiiii", {"budget": None, "rate": 100_000.0, "burst": 5000, "admin": True}),
 }
 MAX_BATCH, MAX_BODY = 64, 200_000

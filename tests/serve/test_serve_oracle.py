@@ -8,7 +8,7 @@ import torch
 from _serve import TOKENS, auth, free_port
 
 from gibbon import zoo
-from gibbon.attacks import FGSM, hopskipjump
+from gibbon.attacks import FGSM, hopskipjump, square
 from gibbon.core.norms import L2
 from gibbon.oracles import GradientRefusedError, HttpOracle, Oracle, QueryBudgetExceeded, ServerBudgetExhausted
 from gibbon.oracles.http import ServerError
@@ -79,6 +79,27 @@ def test_budget_exhaustion_is_clean_on_the_client(server, digits_sets):
     assert other.retried == 0  # a 403 is never retried
     assert other(x[:2]).shape == (2, 10) and other.remaining == 0
     assert remote.usage()["queries"] == 10
+
+
+def test_attacks_stop_cleanly_at_the_servers_budget(server, digits_sets):
+    """The token's budget (300) is the Oracle's shared budget: Square spends it and stops, with
+    no ServerBudgetExhausted; the budget is learnt from GET /v1/usage before the first query."""
+    x, y = digits_sets[1].x[:20], digits_sets[1].y[:20]
+    remote = HttpOracle(server.url, TOKENS["shared"][0], batch_size=64)
+    oracle = Oracle(remote)
+    assert oracle.total_remaining() == 300 and remote.total == 0
+    x_adv = square(oracle, x, y, eps=0.02, max_queries=1000, generator=torch.Generator().manual_seed(0))
+    assert x_adv.shape == x.shape
+    assert 300 - 20 < remote.total <= 300 and oracle.total == remote.total == usage(server, "shared")
+    assert oracle.total_remaining() == 300 - remote.total
+
+    labels = HttpOracle(server.url, TOKENS["shared-sub"][0], output="label")  # budget 200
+    sub = zoo.build("mlp-200-200", digits_sets[0])
+    result = substitute_attack(labels, x[:16].clone(), sub, digits_sets[1].x[100:150], digits_sets[1].y[100:150],
+                               FGSM(), eps=0.3, rounds=6, epochs=2)
+    # 100 labels kept back to score 50 images twice; training: 16 seeds + 16 + 32 + 36 (cut short)
+    assert result.stopped_by_budget and result.queries == result.training_points == 100
+    assert result.attack_queries == 100 and usage(server, "shared-sub") == 200
 
 
 def test_429_is_retried_after_the_servers_delay(server, digits_sets):

@@ -119,7 +119,8 @@ def boundary(model, x, y, *, eps=None, norm="l2", max_queries: int = 10_000, ste
     trial = 0
     while steps is None or trial < steps:
         trial += 1
-        i = ids[live & (source >= convergence) & afford(oracle, ids, 2)]
+        i = ids[live & (source >= convergence)]
+        i = i[afford(oracle, i, 2)]
         if i.numel() == 0:
             break
         cand, on_sphere = _proposals(x[i], cur[i], spherical[i], source[i], (lo, hi), gen)

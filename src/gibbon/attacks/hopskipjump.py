@@ -45,8 +45,9 @@ def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def afford(oracle: Oracle, ids: torch.Tensor, k: int = 1) -> torch.Tensor:
-    """``bool[len(ids)]``: the samples with at least ``k`` queries left."""
-    return (oracle.remaining(ids) >= k).to(ids.device)
+    """``bool[len(ids)]``: the samples that can pay ``k`` more queries each (under a shared
+    budget, together: :meth:`~gibbon.oracles.Oracle.affordable`). Ask about the samples you query."""
+    return oracle.affordable(ids, k)
 
 
 def decision(oracle: Oracle, y, target):
@@ -68,7 +69,8 @@ def find_start(oracle, decide, x, y, target, bounds, gen, starting_points=None, 
     if starting_points is not None:
         if starting_points.shape != x.shape:
             raise GibbonInputError(f"starting_points must be shaped like x {tuple(x.shape)}")
-        k = ids[~found & afford(oracle, ids)]
+        k = ids[~found]
+        k = k[afford(oracle, k)]
         points = starting_points.detach().to(x)[k].clamp(lo, hi)
         if k.numel() and not bool((adv := decide(points, k)).all()):
             raise GibbonInputError(f"starting_points for samples {k[~adv].tolist()[:5]} are not adversarial; "
@@ -79,7 +81,8 @@ def find_start(oracle, decide, x, y, target, bounds, gen, starting_points=None, 
         use = ~found & match.any(1)
         start[use], found = x[match.int().argmax(1)[use]], found | use
     for _ in range(init_queries):  # uniform noise until adversarial (the reference's initialize)
-        k = ids[~found & afford(oracle, ids)]
+        k = ids[~found]
+        k = k[afford(oracle, k)]
         if k.numel() == 0:
             break
         noise = lo + (hi - lo) * _draw(x[k].shape, gen, x)
@@ -208,7 +211,11 @@ def hopskipjump(model, x, y, *, eps=None, norm="l2", max_queries: int = 10_000, 
     while steps is None or t < steps:
         t += 1
         evals = min(int(init_evals * math.sqrt(t)), max_evals)  # B_t = B_0 sqrt(t)
-        counts = (oracle.remaining(ids).to(x.device) - reserve).clamp(max=evals)
+        # the samples that can pay a step (2 probes + the reserve); a shared budget is split among them
+        i = ids[live]
+        i = i[afford(oracle, i, reserve + 2)]
+        counts = torch.zeros(n, dtype=torch.long, device=x.device)
+        counts[i] = (oracle.remaining(i).to(x.device) - reserve).clamp(max=evals)
         i = ids[live & (counts >= 2)]
         if i.numel() == 0:
             break

@@ -126,8 +126,8 @@ def one_pixel(model, x, y, *, eps=None, norm="l0", pixels: int | None = None, po
     fit = torch.full((n, size), float("inf"), dtype=x.dtype, device=x.device)
     started = torch.zeros(n, dtype=torch.bool, device=x.device)
     for generation in range(iterations + 1):
-        todo = ~solved & (oracle.remaining() >= size).to(x.device) & (started if generation else True)
-        idx = todo.nonzero().squeeze(1)
+        idx = (~solved & (started if generation else True)).nonzero().squeeze(1)
+        idx = idx[oracle.affordable(idx, size)]  # a generation costs `size` queries per image
         if idx.numel() == 0:
             break
         m = len(idx)

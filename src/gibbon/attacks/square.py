@@ -198,15 +198,15 @@ def square(model, x, y, *, eps, norm="linf", max_queries: int = 5000, p_init: fl
     x_best = x.clone()
     best_loss = torch.full((n,), math.inf, device=x.device)
     success = torch.zeros(n, dtype=torch.bool, device=x.device)
-    started = (oracle.remaining() >= 1).to(x.device)
+    started = oracle.affordable(torch.arange(n, device=x.device), 1)
     idx = started.nonzero().squeeze(1)
     if idx.numel():
         init = _linf_init if norm == "linf" else _l2_init
         x_best[idx] = (x[idx] + init(x[idx], eps[idx], gen)).clamp(lo, hi)
         best_loss[idx], success[idx] = score(x_best[idx], idx)
     for it in range(max_queries - 1):
-        todo = started & (oracle.remaining() >= 1).to(x.device) & (~success if early_stop else True)
-        idx = todo.nonzero().squeeze(1)
+        idx = (started & (~success if early_stop else True)).nonzero().squeeze(1)
+        idx = idx[oracle.affordable(idx, 1)]  # one query each; a shared budget may not pay for all
         if idx.numel() == 0:
             break
         x_new = step(x[idx], x_best[idx], eps[idx], p_schedule(p_init, it, max_queries), lo, hi, gen)

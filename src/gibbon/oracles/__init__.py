@@ -1,5 +1,6 @@
 """Black-box views of models: an :class:`Oracle` answers queries with scores or labels, never a gradient,
-and counts every query against an optional per-sample budget.
+and counts every query against optional budgets: per sample (``max_queries``) and shared by all
+samples (``max_total``, or a remote API's own budget).
 
 Score-based and decision-based attacks (Square, one-pixel, ...) talk to a model only through an
 Oracle (``as_oracle(model)``), so they cannot ask for a gradient or overspend their budget.
@@ -24,6 +25,7 @@ from gibbon.oracles.base import (
     QueryBudgetExceeded,
     as_oracle,
     requires_scores,
+    share_total,
     to_probabilities,
 )
 from gibbon.oracles.estimators import EstimatedGradient, estimate_gradient, parse_gradient
@@ -36,7 +38,7 @@ _LAZY = {
 }
 
 __all__ = ["Oracle", "as_oracle", "GradientRefusedError", "QueryBudgetExceeded", "UNLIMITED", "OUTPUTS",
-           "requires_scores", "to_probabilities", "EstimatedGradient", "estimate_gradient", "parse_gradient", *_LAZY]
+           "requires_scores", "share_total", "to_probabilities", "EstimatedGradient", "estimate_gradient", "parse_gradient", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -5,7 +5,15 @@ or HTTP adapter). One query is one input row. Queries are counted in total and p
 call may say which sample each row belongs to (``idx``), so an attack that queries only its
 unsolved samples, or many candidates of one sample at once, keeps exact per-sample counts. An
 optional per-sample budget ``max_queries`` is enforced *before* the model runs; attacks ask
-``oracle.remaining(idx)`` and stop cleanly instead of hitting :class:`QueryBudgetExceeded`.
+``oracle.remaining(idx)`` (or ``oracle.affordable(idx, k)``) and stop cleanly instead of hitting
+:class:`QueryBudgetExceeded`.
+
+A budget can also be shared by all samples: ``max_total`` rows in all, or what the model itself
+reports through a ``queries_left()`` method (a remote API's per-token budget, see
+:class:`~gibbon.oracles.HttpOracle`). ``remaining(idx)`` then splits what is left over the samples
+asked about (each gets an equal share, capped by its own budget), so an attack that checks it
+before every call never asks for more than is left; ``affordable(idx, k)`` picks the samples, in
+order, that can pay ``k`` queries each from the shared total.
 
 The output can be hardened to face each API style: raw ``"scores"``, top-1 ``"label"`` only, or
 scores ``"rounded"`` to ``decimals`` places (a common defence against score-based attacks).
@@ -29,14 +37,45 @@ class QueryBudgetExceeded(RuntimeError):
     """A call would take some sample past its per-sample query budget."""
 
 
+def share_total(left: torch.Tensor, total: int) -> torch.Tensor:
+    """Split ``total`` queries over samples whose own budgets are ``left``: water-filling.
+
+    Every sample gets ``min(left_i, level)`` for the largest level the total pays for, and the
+    rest of the total goes one query each to the first samples still below their own budget. The
+    result never exceeds ``left`` and sums to at most ``total``.
+
+    Example:
+        >>> share_total(torch.tensor([1, 10, 10, 10]), 20).tolist()
+        [1, 7, 6, 6]
+    """
+    left = left.clamp(min=0)
+    capped = left.clamp(max=max(int(total), 0))
+    if int(capped.sum()) <= total:
+        return capped
+    low, high = 0, int(total)  # the largest level with sum(min(left, level)) <= total
+    while low < high:
+        mid = (low + high + 1) // 2
+        if int(capped.clamp(max=mid).sum()) <= total:
+            low = mid
+        else:
+            high = mid - 1
+    share = capped.clamp(max=low)
+    extra = total - int(share.sum())  # fewer than the samples still below their budget
+    below = (capped > low).nonzero().squeeze(1)[:extra]
+    share[below] += 1
+    return share
+
+
 class Oracle:
     """Query-counting, gradient-refusing black-box view of ``model``.
 
     Args:
         model: callable ``x -> scores [B, K]`` (logits or probabilities), or another Oracle (then
             this one is a view with its own counts and budget, and the inner one still counts
-            and enforces its own).
+            and enforces its own). A model with a ``queries_left()`` method (``None``: no limit)
+            adds that shared budget, as :class:`~gibbon.oracles.HttpOracle` does with the server's.
         max_queries: per-sample budget (None: unlimited).
+        max_total: budget over all samples together (None: unlimited).
         n: number of samples tracked (None: grows with the largest ``idx`` seen).
         output: ``"scores"`` (as the model gives), ``"label"`` (top-1 class ``[B]`` only) or
             ``"rounded"`` (scores rounded to ``decimals`` places).
@@ -48,17 +87,21 @@ class Oracle:
         torch.Size([3, 3])
         >>> oracle.total, oracle.queries.tolist(), oracle.remaining().tolist()
         (3, [2, 1], [0, 1])
+        >>> shared = Oracle(torch.nn.Linear(4, 3), max_total=5)
+        >>> shared.remaining(torch.arange(3)).tolist(), shared.affordable(torch.arange(3), 2).tolist()
+        ([2, 2, 1], [True, True, False])
     """
 
-    def __init__(self, model, *, max_queries: int | None = None, n: int | None = None, output: str = "scores",
-                 decimals: int = 2):
+    def __init__(self, model, *, max_queries: int | None = None, max_total: int | None = None, n: int | None = None,
+                 output: str = "scores", decimals: int = 2):
         if output not in OUTPUTS:
             raise GibbonInputError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-        if max_queries is not None and (isinstance(max_queries, bool) or int(max_queries) != max_queries
-                                        or max_queries < 0):
-            raise GibbonInputError(f"max_queries must be a whole number >= 0 or None, got {max_queries!r}")
+        for name, value in (("max_queries", max_queries), ("max_total", max_total)):
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 0):
+                raise GibbonInputError(f"{name} must be a whole number >= 0 or None, got {value!r}")
         self.model, self.output, self.decimals = model, output, int(decimals)
         self.max_queries = None if max_queries is None else int(max_queries)
+        self.max_total = None if max_total is None else int(max_total)
         self.queries = torch.zeros(0 if n is None else int(n), dtype=torch.int64)  # per sample, on CPU
         self.fixed_n = n is not None
         self.total = 0
@@ -80,15 +123,44 @@ class Oracle:
                     f"sample index {size - 1} out of range for an oracle tracking n={len(self.queries)}")
             self.queries = torch.cat([self.queries, torch.zeros(size - len(self.queries), dtype=torch.int64)])
 
-    def remaining(self, idx=None) -> torch.Tensor:
-        """Queries left per sample ``[len(idx)]`` (all tracked samples when None); ``UNLIMITED`` without a budget."""
-        idx = torch.arange(len(self.queries)) if idx is None else torch.as_tensor(idx).reshape(-1).cpu().long()
+    def _own_left(self, idx: torch.Tensor) -> torch.Tensor:
+        """Per-sample budgets left, this oracle's and the inner ones', before any shared total."""
         self._grow(int(idx.max()) + 1 if idx.numel() else 0)
         left = (torch.full((len(idx),), UNLIMITED, dtype=torch.int64) if self.max_queries is None
                 else self.max_queries - self.queries[idx])
         if isinstance(self.model, Oracle):
-            left = torch.minimum(left, self.model.remaining(idx))
+            left = torch.minimum(left, self.model._own_left(idx))
         return left
+
+    def total_remaining(self) -> int:
+        """Queries left over all samples together (``UNLIMITED`` without a shared budget): the
+        least of ``max_total``'s rest, an inner oracle's and the model's ``queries_left()``."""
+        left = UNLIMITED if self.max_total is None else self.max_total - self.total
+        if isinstance(self.model, Oracle):
+            left = min(left, self.model.total_remaining())
+        elif callable(reported := getattr(self.model, "queries_left", None)):
+            value = reported()
+            left = left if value is None else min(left, int(value))
+        return max(left, 0)
+
+    def remaining(self, idx=None) -> torch.Tensor:
+        """Queries left per sample ``[len(idx)]`` (all tracked samples when None); ``UNLIMITED`` without a budget.
+
+        Under a shared total the total is split over ``idx`` (:func:`share_total`), so the values
+        sum to at most what is left: ask about the samples you are about to query."""
+        idx = torch.arange(len(self.queries)) if idx is None else torch.as_tensor(idx).reshape(-1).cpu().long()
+        left, total = self._own_left(idx), self.total_remaining()
+        return left if total >= UNLIMITED else share_total(left, total)
+
+    def affordable(self, idx, k: int = 1) -> torch.Tensor:
+        """``bool[len(idx)]``: the samples that can pay ``k`` more queries each, all of them together
+        within the shared total (the first ones in ``idx``'s order when it cannot pay for all)."""
+        idx = torch.as_tensor(idx).reshape(-1)
+        ok = self._own_left(idx.cpu().long()) >= k
+        total = self.total_remaining()
+        if total < UNLIMITED:
+            ok &= ok.cumsum(0) <= total // max(int(k), 1)
+        return ok.to(idx.device)
 
     def __call__(self, x: torch.Tensor, idx=None) -> torch.Tensor:
         """Scores for the rows of ``x`` (``idx[i]``: the sample row ``i`` belongs to; default row ``i``)."""
@@ -104,6 +176,10 @@ class Oracle:
             raise QueryBudgetExceeded(
                 f"this call would take sample {worst} to {int(self.queries[worst] + added[worst])} queries, over its "
                 f"budget max_queries={self.max_queries}; check oracle.remaining(idx) before querying")
+        if rows.numel() and rows.numel() > (left := self.total_remaining()):
+            raise QueryBudgetExceeded(
+                f"this call asks {rows.numel()} queries but only {left} are left in all (max_total="
+                f"{self.max_total}, or the model's own budget); check oracle.remaining(idx) before querying")
         with torch.no_grad():
             out = self.model(x, idx) if isinstance(self.model, Oracle) else self.model(x)
         self.queries += added
@@ -115,7 +191,8 @@ class Oracle:
         return out
 
     def __repr__(self) -> str:
-        return f"Oracle(max_queries={self.max_queries}, output={self.output!r}, total={self.total})"
+        return (f"Oracle(max_queries={self.max_queries}, max_total={self.max_total}, output={self.output!r}, "
+                f"total={self.total})")
 
 
 def as_oracle(model_or_oracle, max_queries: int | None = None, n: int | None = None) -> Oracle:

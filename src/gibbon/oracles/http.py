@@ -11,7 +11,9 @@ It is a plain callable ``x -> scores [B, K]`` (or labels ``[B]``), so it is wrap
 against it unchanged. Retries: 429 waits the server's ``Retry-After``; 5xx, timeouts and
 connection errors back off exponentially; nothing else is retried. A 403 ``budget_exhausted``
 (or a batch the last known remaining budget cannot pay for) raises :class:`ServerBudgetExhausted`,
-a :class:`~gibbon.oracles.QueryBudgetExceeded`.
+a :class:`~gibbon.oracles.QueryBudgetExceeded`. Wrapped in an :class:`~gibbon.oracles.Oracle`, the
+server's budget becomes the Oracle's shared budget (``queries_left()``), so attacks that check
+``oracle.remaining`` / ``oracle.affordable`` stop cleanly before it instead of failing on it.
 
 Needs httpx: ``pip install 'gibbon[serve]'``.
 """
@@ -62,7 +64,8 @@ class HttpOracle:
 
     Attributes:
         total: rows answered so far (the local query counter); ``requests``: requests answered;
-        remaining: the server's last reported remaining budget (None: unknown or unlimited);
+        remaining: the server's last reported remaining budget (None: unknown or unlimited;
+        :meth:`queries_left` asks the server when unknown);
         info: the server's ``GET /v1/model`` answer.
 
     Example:
@@ -87,6 +90,7 @@ class HttpOracle:
         self.client = client or httpx.Client(base_url=self.url, timeout=timeout)
         self.total = self.requests = self.retried = 0
         self.remaining: int | None = None
+        self._budget_known = False  # has the server said what is left (None then means unlimited)?
         self.info = self._request("GET", "/v1/model").json()
         self.batch_size = min(int(batch_size), int(self.info.get("max_batch") or batch_size))
         self.num_classes = int(self.info["num_classes"])
@@ -113,6 +117,7 @@ class HttpOracle:
                 if response.status_code == 403 and body.get("error") == "budget_exhausted":
                     left = response.headers.get("x-gibbon-budget-remaining")
                     self.remaining = int(left) if left is not None and left.isdigit() else 0
+                    self._budget_known = True
                     raise ServerBudgetExhausted(f"the server's query budget for this token is spent after "
                                                 f"{self.total} queries here: {body.get('detail', '')}")
                 retryable = response.status_code in (409, 429) or response.status_code >= 500
@@ -154,7 +159,8 @@ class HttpOracle:
                                             f"{self.remaining} left for this token")
             response = self._request("POST", "/v1/predict", json=_encode(chunk), key=uuid.uuid4().hex)
             left = response.headers.get("x-gibbon-budget-remaining")
-            self.remaining = int(left) if left is not None else None
+            self.remaining = int(left) if left is not None else None  # no header: a token without a budget
+            self._budget_known = True
             out.append(self._decode(response.json(), len(chunk)))
             self.total += len(chunk)
             self.requests += 1
@@ -166,7 +172,19 @@ class HttpOracle:
 
     def usage(self) -> dict:
         """The server's count for this token: ``{"queries", "budget", "remaining", ...}``."""
-        return self._request("GET", "/v1/usage").json()
+        answer = self._request("GET", "/v1/usage").json()
+        left = answer.get("remaining")
+        self.remaining, self._budget_known = (None if left is None else int(left)), True
+        return answer
+
+    def queries_left(self) -> int | None:
+        """The token's budget left on the server (None: unlimited), as the last answer reported
+        it; asked with ``GET /v1/usage`` (free) when no answer has said yet. An
+        :class:`~gibbon.oracles.Oracle` around this one reads it as its shared budget. Other
+        clients of the same token spend it too: the server's 403 stays the final word."""
+        if not self._budget_known:
+            self.usage()
+        return self.remaining
 
     def close(self) -> None:
         self.client.close()

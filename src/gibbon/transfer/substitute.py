@@ -17,6 +17,11 @@ paper) and can ask for labels. Algorithm 1 of the paper:
 *Reservoir sampling* (Papernot, McDaniel & Goodfellow 2016, "Transferability in Machine
 Learning", arXiv:1605.07277, section 4.1): from round ``sigma`` on, only ``kappa`` randomly
 chosen points of ``S_rho`` are augmented, so queries grow linearly instead of doubling.
+
+Under a shared query budget (``Oracle(max_total=...)``, or a remote API's per-token budget seen
+through :class:`~gibbon.oracles.HttpOracle`) the augmentation labels only what is left, keeping
+back ``reserve`` queries, and training stops once nothing is left: the result says so
+(``stopped_by_budget``) instead of failing on the budget.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class SubstituteResult:
     adversarial_accuracy: float | None = None  # oracle on the transferred adversarial images
     transfer_success: float | None = None  # fraction of the oracle's correct images it now misclassifies
     attack_queries: int = 0  # labels asked to score the evaluation (clean and adversarial)
+    stopped_by_budget: bool = False  # the oracle's shared budget cut the augmentation short
 
     def to_dict(self) -> dict:
         return {k: v for k, v in vars(self).items() if k != "substitute"}
@@ -63,7 +69,7 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
                      step: float = 0.1, flip_every: int = 3, epochs: int = 10, batch_size: int = 128,
                      lr: float = 1e-3, reservoir_from: int | None = None, reservoir_size: int = 400,
                      bounds=(0.0, 1.0), classes=None, seed: int = 0, progress: bool = False,
-                     query_batch: int = 512, first_sign: int = 1) -> SubstituteResult:
+                     query_batch: int = 512, first_sign: int = 1, reserve: int = 0) -> SubstituteResult:
     """Algorithm 1 of Papernot et al. 2017: substitute training with Jacobian-based augmentation.
 
     Args:
@@ -78,6 +84,8 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
         reservoir_size: kappa, points augmented per round once reservoir sampling is on.
         bounds: input box. classes: class names (default: ``0..K-1`` from the first answer).
         seed: training order and reservoir choices.
+        reserve: queries of the oracle's shared budget kept back for the caller (say, to score
+            the transferred examples); the augmentation never spends them.
 
     Returns:
         :class:`SubstituteResult` with the trained substitute, the labels asked and the history.
@@ -90,13 +98,17 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
     oracle = as_oracle(oracle)
     generator = torch.Generator().manual_seed(seed)
     start_total = oracle.total
+    if (left := oracle.total_remaining() - reserve) < len(seed_x):
+        raise GibbonInputError(f"the oracle's budget has {max(left, 0)} queries left after the {reserve} kept back, "
+                               f"fewer than the {len(seed_x)} seed images to label; use fewer seed images or a "
+                               "larger budget")
     points = seed_x.detach().clone()
     labels = predicted_labels(oracle, points, query_batch)
     if classes is None:
         with torch.no_grad():
             num_classes = int(substitute(points[:1]).shape[1])
         classes = tuple(str(i) for i in range(num_classes))
-    history = []
+    history, stopped = [], False
     for rho in range(rounds):
         t0 = time.perf_counter()
         data = Dataset("substitute", "train", points, labels, tuple(classes), tuple(bounds))
@@ -107,15 +119,21 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
                         "seconds": time.perf_counter() - t0})
         if rho == rounds - 1:
             break
+        affordable = oracle.total_remaining() - reserve
+        if affordable <= 0:  # the shared budget is spent: stop with the substitute trained so far
+            stopped = True
+            break
         lam = first_sign * step * ((-1) ** (rho // flip_every) if flip_every else 1)  # periodic step size
         chosen = torch.arange(len(points))
         if reservoir_from is not None and rho >= reservoir_from:
             chosen = torch.randperm(len(points), generator=generator)[:reservoir_size]
         new = jacobian_augmentation(substitute, points[chosen], labels[chosen], lam, bounds)
+        stopped = len(new) > affordable  # the budget pays for only the first new points
+        new = new[:affordable]
         points = torch.cat([points, new])
         labels = torch.cat([labels, predicted_labels(oracle, new, query_batch)])  # only the new points cost queries
     return SubstituteResult(substitute=substitute, queries=oracle.total - start_total, training_points=len(points),
-                            history=history)
+                            history=history, stopped_by_budget=stopped)
 
 
 def substitute_attack(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, eval_x: torch.Tensor,
@@ -148,7 +166,8 @@ def substitute_attack(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module,
     """
     oracle = as_oracle(oracle)
     bounds = training.get("bounds", (0.0, 1.0))
-    result = train_substitute(oracle, seed_x, substitute, **training)
+    # scoring asks the oracle twice per evaluation image (clean and transferred): keep that back
+    result = train_substitute(oracle, seed_x, substitute, reserve=2 * len(eval_x), **training)
     before = oracle.total
     sub = result.substitute
     sub_pred = predicted_labels(sub, eval_x, eval_batch_size)
