@@ -11,7 +11,9 @@ gradient of the cross-entropy) over the same batches (``common.floor``).
    c = 1, 100 Adam steps, lr 0.1, confidence 0 (BENCHMARKING.md's reference row). gibbon
    ``cw_l2`` with ``abort_early=True`` and with ``abort_early=False``; torchattacks ``CW``;
    Foolbox ``L2CarliniWagnerAttack`` (abort_early); ART ``CarliniL2Method`` only with
-   ``--with-art-cw`` (~20 min). Floor: 100 passes.
+   ``--with-art-cw`` (~20 min). Floor: 100 passes. ``--cw SEARCH,C0,STEPS,LR`` runs other
+   settings (say ``5,0.01,200,0.05``, the budget of ``gibbon reproduce carlini2017-cw``); the
+   floor is then SEARCH x STEPS passes, and torchattacks (no binary search) runs only with SEARCH 1.
 2. ``deepfool``: DeepFool L2 on the Madry CNN, 50 steps, overshoot 0.02, 10 candidate classes.
    gibbon ``deepfool``; Foolbox ``L2DeepFoolAttack``; ART ``DeepFool`` (ignores the labels:
    attacks the predicted class); torchattacks ``DeepFool`` (one image at a time, so only on the
@@ -141,32 +143,36 @@ def _row(name, run, library, n_images, time_scale=1.0, **meta) -> Row:
 # --------------------------------------------------------------------------- 1. C&W L2
 
 
-def cw_rows(model, x, y, *, steps=CW["steps"], with_art=False) -> list[Row]:
+def cw_rows(model, x, y, *, cw=CW, steps=None, with_art=False) -> list[Row]:
+    """``cw``: the settings (``CW`` or ``--cw``'s); ``steps`` overrides ``cw["steps"]`` (warm-up).
+    torchattacks' ``CW`` has no binary search over c, so it runs only with one search step."""
     import foolbox as fb
     import torchattacks
 
     from gibbon.attacks import cw_l2
 
-    n, kw = len(x), dict(binary_search_steps=CW["binary_search_steps"], initial_const=CW["initial_const"],
-                         steps=steps, lr=CW["lr"], confidence=CW["confidence"])
+    steps = cw["steps"] if steps is None else steps
+    n, kw = len(x), dict(binary_search_steps=cw["binary_search_steps"], initial_const=cw["initial_const"],
+                         steps=steps, lr=cw["lr"], confidence=cw["confidence"])
 
     def gibbon(abort_early):
         return lambda: _per_batch(lambda xb, yb: cw_l2(model, xb, yb, abort_early=abort_early, **kw), x, y)
 
-    ta = torchattacks.CW(model, c=CW["initial_const"], kappa=CW["confidence"], steps=steps, lr=CW["lr"])
-    fool = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=CW["binary_search_steps"], steps=steps,
-                                            stepsize=CW["lr"], confidence=CW["confidence"],
-                                            initial_const=CW["initial_const"], abort_early=True)
+    fool = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=cw["binary_search_steps"], steps=steps,
+                                            stepsize=cw["lr"], confidence=cw["confidence"],
+                                            initial_const=cw["initial_const"], abort_early=True)
     rows = [_row("gibbon", gibbon(True), "gibbon", n, abort_early=True),
-            _row("gibbon (abort_early=False)", gibbon(False), "gibbon", n, abort_early=False),
-            _row("torchattacks", lambda: _per_batch(ta, x, y), "torchattacks", n),
-            _row("foolbox", _foolbox_minimal(fool, model, x, y), "foolbox", n, abort_early=True)]
+            _row("gibbon (abort_early=False)", gibbon(False), "gibbon", n, abort_early=False)]
+    if cw["binary_search_steps"] == 1:
+        ta = torchattacks.CW(model, c=cw["initial_const"], kappa=cw["confidence"], steps=steps, lr=cw["lr"])
+        rows.append(_row("torchattacks", lambda: _per_batch(ta, x, y), "torchattacks", n))
+    rows.append(_row("foolbox", _foolbox_minimal(fool, model, x, y), "foolbox", n, abort_early=True))
     if with_art:
         from art.attacks.evasion import CarliniL2Method
 
-        art = CarliniL2Method(_art_classifier(model, x), confidence=CW["confidence"], targeted=False,
-                              learning_rate=CW["lr"], binary_search_steps=CW["binary_search_steps"],
-                              max_iter=steps, initial_const=CW["initial_const"],
+        art = CarliniL2Method(_art_classifier(model, x), confidence=cw["confidence"], targeted=False,
+                              learning_rate=cw["lr"], binary_search_steps=cw["binary_search_steps"],
+                              max_iter=steps, initial_const=cw["initial_const"],
                               batch_size=common.BATCH_SIZE, verbose=False)
         rows.append(_row("art", _art_run(art, x, y), "art", n))
     return rows
@@ -552,7 +558,7 @@ def fast_at_wong_net(freeze: bool, log, max_wait: float = WAIT_FOR_MODEL_S) -> t
 
 def sections(args) -> dict[str, Section]:
     def cw(model, x, y, queries, warm):
-        return cw_rows(model, x, y, steps=2 if warm else CW["steps"], with_art=args.with_art_cw)
+        return cw_rows(model, x, y, cw=args.cw, steps=2 if warm else None, with_art=args.with_art_cw)
 
     def deepfool(model, x, y, queries, warm):
         return deepfool_rows(model, x, y, steps=2 if warm else DEEPFOOL["steps"],
@@ -566,8 +572,8 @@ def sections(args) -> dict[str, Section]:
 
     s = SQUARE["floor_steps"]
     return {
-        "cw": Section("cw", "C&W L2 on the Madry CNN (1 binary-search step, c = 1, 100 steps, lr 0.1, kappa 0)",
-                      "minimal", CW["steps"], cw),
+        "cw": Section("cw", f"C&W L2 on the Madry CNN ({cw_title(args.cw)}, kappa 0)", "minimal",
+                      args.cw["binary_search_steps"] * args.cw["steps"], cw),
         "deepfool": Section("deepfool", "DeepFool L2 on the Madry CNN (50 steps, overshoot 0.02, 10 candidates)",
                             "minimal", DEEPFOOL["steps"], deepfool),
         "square": Section("square", f"Square L∞ eps {EPS} on the Madry CNN (1,000 queries, p_init 0.8, margin loss; "
@@ -578,10 +584,27 @@ def sections(args) -> dict[str, Section]:
     }
 
 
+def parse_cw(text: str) -> dict:
+    """``"SEARCH,C0,STEPS,LR"`` -> a settings dict like ``CW``."""
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise ValueError(f"expected SEARCH,C0,STEPS,LR (4 numbers), got {text!r}")
+    search, steps = int(parts[0]), int(parts[2])
+    const, lr = float(parts[1]), float(parts[3])
+    if search < 1 or steps < 1 or const <= 0 or lr <= 0:
+        raise ValueError(f"SEARCH and STEPS must be >= 1 and C0, LR > 0, got {text!r}")
+    return {**CW, "binary_search_steps": search, "initial_const": const, "steps": steps, "lr": lr}
+
+
+def cw_title(cw: dict) -> str:
+    search = "1 binary-search step" if cw["binary_search_steps"] == 1 else f"{cw['binary_search_steps']} binary-search steps"
+    return f"{search}, c = {cw['initial_const']:g}, {cw['steps']} steps, lr {cw['lr']:g}"
+
+
 def settings(args) -> dict:
     return {"n": args.n, "batch_size": common.BATCH_SIZE, "threads": args.threads, "repeats": args.repeats,
             "seed": args.seed, "only": args.only, "with_art_cw": args.with_art_cw, "freeze_params": args.freeze_params,
-            "wait_quiet": args.wait_quiet, "torchattacks_deepfool_n": args.torchattacks_deepfool_n, "cw": CW,
+            "wait_quiet": args.wait_quiet, "torchattacks_deepfool_n": args.torchattacks_deepfool_n, "cw": args.cw,
             "deepfool": DEEPFOOL, "square": {**SQUARE, "eps": EPS, "norm": "linf", "restarts": 1, "loss": "margin"},
             "apgd": {**APGD, "eps": EPS, "norm": "linf", "loss_ce": "ce", "loss_t": "targeted dlr"}}
 
@@ -600,8 +623,17 @@ def parse_args(argv=None):
     p.add_argument("--wait-quiet", action="store_true",
                    help="wait for other processes to leave the cores before each run and redo contended runs "
                         f"(CPU/wall < {CLEAN_CPU_PER_WALL} x threads)")
+    p.add_argument("--cw", default=None, metavar="SEARCH,C0,STEPS,LR",
+                   help="C&W settings instead of the reference row's 1,1,100,0.1: binary-search steps, initial c, "
+                        "Adam steps per search step, lr (e.g. 5,0.01,200,0.05: the reproduction's budget; "
+                        "floor = SEARCH x STEPS passes; torchattacks, which has no binary search, runs only "
+                        "with SEARCH 1)")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/bench_minimal.json"))
     args = p.parse_args(argv)
+    try:
+        args.cw = CW if args.cw is None else parse_cw(args.cw)
+    except ValueError as e:
+        p.error(f"--cw: {e}")
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(SECTIONS))
     if unknown:
