@@ -9,8 +9,8 @@ from gibbon import reproduce
 
 # Measured misses, kept visible rather than loosened (docs/reproduction.md explains each).
 KNOWN_MISSES = {
-    "carlini2017-cw": "mean L2 2.198 (target 2.0): converged C&W reaches 2.20 on our LeNet-5; the paper's 1.76 is "
-                      "on Carlini & Wagner's larger MNIST network",
+    "carlini2017-cw": "mean L2 2.198 (target 2.0): converged C&W reaches 2.20 on our LeNet-5; on the paper's own "
+                      "network and training (carlini2017-cw-paper-net) the same attack gives 1.98",
     "papernot2017-substitute": "the oracle keeps 34-38% (target <= 30%) with the paper's settings against "
                                "tramer-b; an MLP trained on all of MNIST leaves 14.6%",
 }
@@ -18,8 +18,8 @@ KNOWN_MISSES = {
 
 def test_every_target_is_listed_with_a_citation():
     assert set(reproduce.TARGETS) >= {"goodfellow2015-softmax", "goodfellow2015-logistic", "madry2018-natural",
-                                      "moosavi2016-deepfool", "carlini2017-cw", "papernot2016-jsma",
-                                      "su2019-onepixel", "wong2020-fast-reliable", "papernot2017-substitute",
+                                      "moosavi2016-deepfool", "carlini2017-cw", "carlini2017-cw-paper-net",
+                                      "papernot2016-jsma", "su2019-onepixel", "wong2020-fast-reliable", "papernot2017-substitute",
                                       "papernot2016-transferability", "tramer2017-gaas"}
     for target in reproduce.TARGETS.values():
         assert target.run.__doc__ and "arXiv" in target.run.__doc__

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gibbon.reproductions import minimal_attacks
 
-IDS = ["moosavi2016-deepfool", "carlini2017-cw", "papernot2016-jsma", "su2019-onepixel"]
+IDS = ["moosavi2016-deepfool", "carlini2017-cw", "carlini2017-cw-paper-net", "papernot2016-jsma", "su2019-onepixel"]
 
 
 def test_targets_are_listed_with_a_citation():

@@ -34,7 +34,7 @@ class GradientRefusedError(RuntimeError):
 
 
 class QueryBudgetExceeded(RuntimeError):
-    """A call would take some sample past its per-sample query budget."""
+    """A call would take some sample past its per-sample query budget, or the oracle past its shared one."""
 
 
 def share_total(left: torch.Tensor, total: int) -> torch.Tensor:
