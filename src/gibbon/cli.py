@@ -5,8 +5,6 @@ Bad arguments end with a one-line ``error: ...`` that says what to do, and exit 
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional

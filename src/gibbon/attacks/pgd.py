@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gibbon.attacks._common import clamp_to_box, default_generator, prepare, scale
+from gibbon.attacks._common import clamp_to_box, default_generator, prepare
 from gibbon.attacks._loop import Best, ascend
 from gibbon.attacks.registry import AttackConfig, register
 from gibbon.core.checks import GibbonInputError
