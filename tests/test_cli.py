@@ -47,6 +47,18 @@ def test_train_writes_weights_and_card(trained_path):
     assert card["clean_test_accuracy"] > 0.9
 
 
+def test_train_takes_the_optimizer(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "sgd.safetensors"
+    code, stdout, _ = run_cli(monkeypatch, capsys, "train", "--arch", "mlp-200-200", "--dataset", "digits",
+                              "--epochs", "4", "--optimizer", "sgd-nesterov", "--lr", "0.05", "--out", str(path))
+    assert code == 0, stdout
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["optimizer"] == "sgd-nesterov" and card["clean_test_accuracy"] > 0.85
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--arch", "mlp-200-200", "--dataset", "digits",
+                           "--optimizer", "rmsprop", "--out", str(path))
+    assert code == 2 and "--optimizer must be one of adam, sgd, sgd-nesterov" in " ".join(err.split())
+
+
 def test_evaluate_prints_table_and_writes_json(trained_path, tmp_path, monkeypatch, capsys):
     out = tmp_path / "report.json"
     code, stdout, _ = run_cli(monkeypatch, capsys, "evaluate", "--model", str(trained_path), "--dataset", "digits",

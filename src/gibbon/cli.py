@@ -160,7 +160,8 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (--arch; default 2)."),
     out_path: Path = typer.Option(..., "--out", help="Where to write PATH.safetensors (--arch) or PATH.skops "
                                                      "(--technique), + PATH.json card."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (Adam; --arch; default 0.001)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (--arch; default 0.001)."),
+    optimizer: str = typer.Option("adam", "--optimizer", help="adam, sgd (momentum 0.9) or sgd-nesterov (--arch)."),
     n_train: Optional[int] = typer.Option(
         None, "--n", "--n-train", help="Train on N training images only (--arch: the first N; --technique: a "
                                        "random N drawn with --seed; svm-rbf and knn default to 10000)."),
@@ -190,7 +191,9 @@ def train(
         raise GibbonInputError(f"--n-train must be >= 1, got {n_train}")
     if technique is not None:
         unused = [name for name, value in (("--epochs", epochs), ("--lr", lr), ("--defense", defense),
-                                           ("--schedule", schedule)) if value is not None]
+                                           ("--schedule", schedule),
+                                           ("--optimizer", None if optimizer == "adam" else optimizer))
+                  if value is not None]
         if unused:
             raise GibbonInputError(f"{' and '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} to --arch only; "
                                    "a --technique takes --param KEY=VALUE")
@@ -202,6 +205,10 @@ def train(
     lr = 1e-3 if lr is None else lr
     if epochs < 1:
         raise GibbonInputError(f"--epochs must be >= 1, got {epochs}")
+    from gibbon.zoo.training import OPTIMIZERS
+
+    if optimizer not in OPTIMIZERS:
+        raise GibbonInputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     if out_path.suffix != ".safetensors":
         raise GibbonInputError(f"--out must end in .safetensors, got {out_path}")
     defense_config = None
@@ -216,15 +223,16 @@ def train(
         torch.manual_seed(seed)
         model = zoo.build(arch, train_set).to(device)
     ckpt = out_path.with_name(out_path.stem + ".ckpt")
-    fit_kwargs = dict(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, val=val_set, seed=seed,
-                      checkpoint_dir=ckpt, device=device)
+    fit_kwargs = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+                      val=val_set, seed=seed, checkpoint_dir=ckpt, device=device)
     if defense_config is None:
         result = zoo.fit(model, train_set, **fit_kwargs)
     else:
         console.print(f"defense: {defense_config.spec()} ({defense_config.paper})", highlight=False)
         result = defense_config.fit(model, train_set, **fit_kwargs)
     acc = zoo.accuracy(model, test_set)
-    card = {"architecture": arch, "dataset": dataset, "seed": seed, "epochs": epochs, "lr": lr, "schedule": schedule,
+    card = {"architecture": arch, "dataset": dataset, "seed": seed, "epochs": epochs, "lr": lr, "optimizer": optimizer,
+            "schedule": schedule,
             "batch_size": batch_size, "n_train": len(train_set), "clean_test_accuracy": acc, "history": result.history}
     if defense_config is not None:
         card["defense"] = defense_config.card()

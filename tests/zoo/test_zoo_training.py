@@ -106,7 +106,7 @@ def _equal_states(a, b):
     return all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "sgd-nesterov"])
 def test_resume_after_kill_equals_uninterrupted_run(digits, tmp_path, optimizer):
     train, val = digits
     small, lr = _subset(train, 300), (1e-3 if optimizer == "adam" else 0.05)
@@ -167,6 +167,15 @@ def test_checkpoint_of_another_run_is_refused(digits, tmp_path):
         fit(_model("mlp-200-200", small), small, epochs=2, lr=1e-3, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(GibbonInputError, match="already holds 1 epochs"):
         fit(_model("softmax-regression", small), small, epochs=0, lr=1e-3, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_sgd_nesterov_is_nesterov_momentum():
+    from gibbon.zoo.training import make_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    plain, nesterov = make_optimizer("sgd", params, 0.1, 0.0), make_optimizer("sgd-nesterov", params, 0.1, 0.0)
+    assert not plain.defaults["nesterov"] and nesterov.defaults["nesterov"]
+    assert nesterov.defaults["momentum"] == plain.defaults["momentum"] == 0.9
 
 
 def test_bad_arguments(digits):

@@ -21,7 +21,7 @@ from gibbon.core.checks import GibbonInputError
 CHECKPOINT_NAME = "checkpoint.pt"
 SCHEDULES = ("constant", "cyclic", "step")
 CYCLIC_PEAK = 0.4  # fraction of the epochs at which "cyclic" peaks (Wong et al.'s code: 2/5)
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "sgd-nesterov")
 
 
 @dataclass
@@ -117,8 +117,8 @@ def make_schedule(schedule, lr: float, epochs: int) -> Callable[[float], float]:
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if name in ("sgd", "sgd-nesterov"):
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=name == "sgd-nesterov")
     raise GibbonInputError(f"unknown optimizer {optimizer_name(name)!r}; use one of {', '.join(OPTIMIZERS)}")
 
 
@@ -199,7 +199,8 @@ def fit(
     Args:
         epochs: total number of epochs (a resumed run counts the finished ones).
         batch_size: mini-batch size; the last batch of an epoch may be smaller.
-        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
+        optimizer: ``"adam"``, ``"sgd"`` (momentum 0.9) or ``"sgd-nesterov"`` (Nesterov momentum 0.9,
+            as Carlini & Wagner's training code).
         lr: (peak) learning rate.
         schedule: None/``"constant"``, ``"cyclic"``, ``"step"`` (see :func:`make_schedule`) or a
             callable ``epoch_float -> lr``; the lr is set before every batch from the fractional
