@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--model", action="append", default=None, metavar="ARCH,EPOCHS,OPTIMIZER,LR",
                     help="a zoo model to attack instead of the reproduction's LeNet-5 (repeatable)")
+    ap.add_argument("--train-seed", type=int, default=0, help="seed of the --model trainings (default 0)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -46,9 +47,9 @@ def main(argv=None) -> int:
         return 0
     for spec in args.model:
         arch, epochs, optimizer, lr = spec.split(",")
-        path = zoo.trained(arch, "mnist", epochs=int(epochs), optimizer=optimizer, lr=float(lr), seed=0)
+        path = zoo.trained(arch, "mnist", epochs=int(epochs), optimizer=optimizer, lr=float(lr), seed=args.train_seed)
         card = json.loads(path.with_suffix(".json").read_text())
-        print(f"{arch}, {epochs} epochs of {optimizer} at lr {lr} (seed 0): clean test accuracy "
+        print(f"{arch}, {epochs} epochs of {optimizer} at lr {lr} (seed {args.train_seed}): clean test accuracy "
               f"{card.get('clean_test_accuracy', float('nan')):.4f}", flush=True)
         run_settings(zoo.load(path).eval(), test, args.settings)
     return 0
