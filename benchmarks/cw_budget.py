@@ -20,7 +20,6 @@ recipe: 50 epochs of SGD with momentum 0.9, lr 0.01, batch 128) to see what the 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -40,6 +39,7 @@ def main(argv=None) -> int:
     from gibbon import data as gdata
     from gibbon import zoo
     from gibbon.reproductions.minimal_attacks import _model
+    from gibbon.zoo.io import read_card
 
     test = gdata.load("mnist", "test", n=args.n)
     if not args.model:
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     for spec in args.model:
         arch, epochs, optimizer, lr = spec.split(",")
         path = zoo.trained(arch, "mnist", epochs=int(epochs), optimizer=optimizer, lr=float(lr), seed=args.train_seed)
-        card = json.loads(path.with_suffix(".json").read_text())
+        card = read_card(path)
         print(f"{arch}, {epochs} epochs of {optimizer} at lr {lr} (seed {args.train_seed}): clean test accuracy "
               f"{card.get('clean_test_accuracy', float('nan')):.4f}", flush=True)
         run_settings(zoo.load(path).eval(), test, args.settings)

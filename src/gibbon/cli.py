@@ -161,7 +161,7 @@ def train(
     out_path: Path = typer.Option(..., "--out", help="Where to write PATH.safetensors (--arch) or PATH.skops "
                                                      "(--technique), + PATH.json card."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (--arch; default 0.001)."),
-    optimizer: str = typer.Option("adam", "--optimizer", help="adam, sgd (momentum 0.9) or sgd-nesterov (--arch)."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam, sgd (momentum 0.9) or sgd-nesterov (--arch; default adam)."),
     n_train: Optional[int] = typer.Option(
         None, "--n", "--n-train", help="Train on N training images only (--arch: the first N; --technique: a "
                                        "random N drawn with --seed; svm-rbf and knn default to 10000)."),
@@ -191,9 +191,7 @@ def train(
         raise GibbonInputError(f"--n-train must be >= 1, got {n_train}")
     if technique is not None:
         unused = [name for name, value in (("--epochs", epochs), ("--lr", lr), ("--defense", defense),
-                                           ("--schedule", schedule),
-                                           ("--optimizer", None if optimizer == "adam" else optimizer))
-                  if value is not None]
+                                           ("--schedule", schedule), ("--optimizer", optimizer)) if value is not None]
         if unused:
             raise GibbonInputError(f"{' and '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} to --arch only; "
                                    "a --technique takes --param KEY=VALUE")
@@ -203,6 +201,7 @@ def train(
         raise GibbonInputError("--param applies to --technique only; an --arch takes --epochs, --lr, --batch-size")
     epochs = 2 if epochs is None else epochs
     lr = 1e-3 if lr is None else lr
+    optimizer = "adam" if optimizer is None else optimizer
     if epochs < 1:
         raise GibbonInputError(f"--epochs must be >= 1, got {epochs}")
     from gibbon.zoo.training import OPTIMIZERS
