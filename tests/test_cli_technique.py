@@ -141,3 +141,25 @@ def test_evaluate_with_estimated_gradients_runs_pgd_on_scores_only(tmp_path, mon
     # PGD-20 with NES estimates (100 samples) through the logistic regression's log-probabilities:
     # measured 0.10 (clean 0.975; 50 samples and 10 steps: 0.35); random directions would leave ~0.9
     assert pgd["robust_accuracy"] <= 0.3, pgd
+
+
+def test_evaluate_with_a_shared_query_budget_stops_before_it_and_warns(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "lr.skops"
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--technique", "lr", "--dataset", "digits", "--out", str(out))
+    assert code == 0, err
+    report = tmp_path / "report.json"
+    budget = 40 + 20 + 40 * 22 * 6  # clean predictions, model checks, ~6 estimated steps a sample (20 samples)
+    code, stdout, err = run_cli(monkeypatch, capsys, "evaluate", "--oracle", f"sklearn:{out}", "--gradient",
+                                "nes:samples=20", "--dataset", "digits", "--split", "test", "--n", "40", "--attack",
+                                "pgd:steps=20,step_size=0.05", "--eps", "0.2", "--max-total-queries", str(budget),
+                                "--json", str(report))
+    assert code == 0, err
+    result = json.loads(report.read_text())
+    (pgd,) = result["results"]
+    # measured: 0.975 clean -> 0.625 within the budget (0.30 with no budget); a no-op keeps 0.975
+    assert pgd["robust_accuracy"] <= result["clean_accuracy"] - 0.2, (pgd, result["clean_accuracy"])
+    assert 40 * 22 * 5 <= pgd["extra"]["queries"] <= budget - 60, pgd  # it spent nearly all, and no more
+    assert any("shared query budget limited attack pgd" in w for w in result["warnings"]), result["warnings"]
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--model", str(out), "--dataset", "digits", "--attack",
+                           "pgd", "--eps", "0.2", "--max-total-queries", "100")
+    assert code == 2 and "with --oracle or --gradient" in " ".join((err + _).split())

@@ -247,6 +247,7 @@ def evaluate(
     weights: Optional[str] = WeightsOpt,
     oracle_spec: Optional[str] = typer.Option(None, "--oracle", help="A black-box target: sklearn:PATH.skops or onnx:PATH.onnx (black-box attacks only, or --gradient)."),
     gradient: Optional[str] = typer.Option(None, "--gradient", help="nes[:samples=N,sigma=S] or spsa[...]: gradient attacks see only scores, through estimated gradients."),
+    max_total_queries: Optional[int] = typer.Option(None, "--max-total-queries", help="Queries the black box (--oracle or --gradient) may answer in all: shared fairly by the attacks and batches, which stop before it; the report warns where it cut an attack short."),
     dataset: str = DatasetOpt,
     split: str = SplitOpt,
     n: Optional[int] = typer.Option(None, "--n", help="Evaluate on the first N samples."),
@@ -276,6 +277,9 @@ def evaluate(
     resolved = resolve_attacks(configs, norm, targeted=False)  # fail fast on a norm the attack does not define
     if oracle_spec is not None and gradient is None:
         require_black_box(resolved)  # fail fast: a gradient attack on a black box
+    if max_total_queries is not None and (oracle_spec is None and gradient is None or max_total_queries < 0):
+        raise GibbonInputError("--max-total-queries takes a whole number >= 0 and limits a black box: pass it "
+                               "with --oracle or --gradient")
     if oracle_spec is not None:
         if model_spec is not None:
             raise GibbonInputError("pass either --model or --oracle, not both")
@@ -298,11 +302,13 @@ def evaluate(
     else:
         model = main_job_model(seed, device) if model_spec is None else load_model(model_spec, weights, device)
     check_model_fits(model, data)
-    if gradient is not None:  # the attacks see the model through score queries only
+    if max_total_queries is not None or gradient is not None:
         from gibbon.oracles import Oracle, parse_gradient
 
-        model = parse_gradient(gradient, model if isinstance(model, Oracle) else Oracle(model), bounds=data.bounds,
-                               seed=seed)
+        if max_total_queries is not None or not isinstance(model, Oracle):  # a view that counts from here on
+            model = Oracle(model, max_total=max_total_queries)
+        if gradient is not None:  # the attacks see the model through score queries only
+            model = parse_gradient(gradient, model, bounds=data.bounds, seed=seed)
     report = run_evaluation(model, data, configs, eps, norm=norm, cascade=cascade or suite is not None, batch_size=batch_size, seed=seed,
                             device=device, checkpoint=checkpoint, progress=True)
     out.print(report.table())

@@ -197,3 +197,21 @@ def test_a_models_own_budget_and_an_inner_oracles_total_are_shared_too():
         outer(torch.zeros(2, 4), idx=torch.tensor([1, 1]))
     assert Oracle(inner, max_total=0).total_remaining() == 0
     assert Oracle(Rows()).total_remaining() == UNLIMITED
+
+
+def test_holding_keeps_queries_back_and_refusals_are_counted():
+    oracle = Oracle(Rows(), max_total=10)
+    with oracle.holding(7):
+        assert oracle.total_remaining() == 3 and oracle.remaining(torch.arange(2)).tolist() == [2, 1]
+        assert oracle.affordable(torch.arange(3), 2).tolist() == [True, False, False]
+        assert oracle.refusals == 1  # the total left out a sample its own budget could pay for
+        with pytest.raises(QueryBudgetExceeded, match="only 3 are left"):
+            oracle(torch.zeros(4, 4))
+        assert oracle.refusals == 2 and oracle.total == 0
+        oracle(torch.zeros(3, 4))
+    assert oracle.total_remaining() == 7 and oracle.held == 0  # released on the way out
+    oracle(torch.zeros(7, 4))
+    assert oracle.total_remaining() == 0
+    unlimited = Oracle(Rows())
+    with unlimited.holding(5):
+        assert unlimited.total_remaining() == UNLIMITED  # nothing to hold back from

@@ -4,7 +4,9 @@ Projected steepest ascent (Madry et al. 2018, arXiv:1706.06083, eq. 2):
 ``delta <- Proj_{ball ∩ box}(delta + step_size * ascent(grad))``, with ``ascent`` the norm's
 unit steepest-ascent direction (``sign`` for L-infinity). Each sample keeps its best iterate:
 an adversarial one beats a non-adversarial one, then a higher loss wins. With ``early_stop``
-solved samples leave the batch, so later steps only pay for the samples still robust.
+solved samples leave the batch, so later steps only pay for the samples still robust. A step
+refused by a black box's query budget (gradient estimation, :mod:`gibbon.oracles.estimators`)
+ends the loop with the best iterates found so far.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from gibbon.attacks._common import input_gradient, project_in_box, scale
 from gibbon.core.goals import is_adversarial
 from gibbon.core.losses import get_loss
+from gibbon.oracles.base import QueryBudgetExceeded
 
 
 @dataclass
@@ -63,12 +66,15 @@ def ascend(model, x, y, delta, *, norm, eps, steps, step_size, loss, target, bou
     velocity = torch.zeros_like(x) if momentum else None
     for step in range(steps + 1):
         x_cur = x + delta
-        if step < steps:
-            grad, logits, values = input_gradient(model, x_cur, labels, loss_fn)
-        else:  # the last iterate needs only a forward pass to be scored
-            with torch.no_grad():
-                logits = model(x_cur)
-                values = loss_fn(logits, labels)
+        try:
+            if step < steps:
+                grad, logits, values = input_gradient(model, x_cur, labels, loss_fn)
+            else:  # the last iterate needs only a forward pass to be scored
+                with torch.no_grad():
+                    logits = model(x_cur)
+                    values = loss_fn(logits, labels)
+        except QueryBudgetExceeded:  # a black box's budget refused the step before querying: keep the best so far
+            break
         success = is_adversarial(logits, y, target)
         best.offer(idx, x_cur, success, sign * values)
         if step == steps:

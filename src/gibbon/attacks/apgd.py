@@ -29,6 +29,7 @@ from gibbon.attacks.registry import AttackConfig, register
 from gibbon.core.checks import GibbonInputError
 from gibbon.core.losses import dlr_targeted, get_loss
 from gibbon.core.norms import get_norm
+from gibbon.oracles.base import QueryBudgetExceeded
 
 NORMS = ("linf", "l2", "l1")
 MOMENTUM = 0.75  # alpha of Algorithm 1
@@ -175,19 +176,23 @@ def _attack(model, x, label_sets, *, objective, succeeded, norm, eps, steps, res
             early_stop, generator) -> torch.Tensor:
     """APGD for each label set (one per target), ``restarts`` times, on the samples still robust."""
     best = Best.start(clamp_to_box(x, bounds))
-    with torch.no_grad():
-        clean = succeeded(model(x), label_sets[0])
-    best.offer(torch.arange(len(x), device=x.device), x, clean, torch.full((len(x),), float("-inf"), device=x.device))
-    for labels in label_sets:
-        for _ in range(restarts):
-            todo = (~best.success).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                return best.x_adv
-            sub = lambda v: v[todo] if isinstance(v, torch.Tensor) and v.ndim == 1 else v  # noqa: E731
-            x_sub = x[todo]
-            start = clamp_to_box(x_sub + norm.sample(x_sub, sub(eps), generator), bounds)
-            _run(model, x_sub, labels[todo], start, objective=objective, succeeded=succeeded, norm=norm,
-                 eps=sub(eps), steps=steps, bounds=bounds, early_stop=early_stop, best=best, idx=todo)
+    try:
+        with torch.no_grad():
+            clean = succeeded(model(x), label_sets[0])
+        best.offer(torch.arange(len(x), device=x.device), x, clean,
+                   torch.full((len(x),), float("-inf"), device=x.device))
+        for labels in label_sets:
+            for _ in range(restarts):
+                todo = (~best.success).nonzero().squeeze(1)
+                if todo.numel() == 0:
+                    return best.x_adv
+                sub = lambda v: v[todo] if isinstance(v, torch.Tensor) and v.ndim == 1 else v  # noqa: E731
+                x_sub = x[todo]
+                start = clamp_to_box(x_sub + norm.sample(x_sub, sub(eps), generator), bounds)
+                _run(model, x_sub, labels[todo], start, objective=objective, succeeded=succeeded, norm=norm,
+                     eps=sub(eps), steps=steps, bounds=bounds, early_stop=early_stop, best=best, idx=todo)
+    except QueryBudgetExceeded:  # a black box's budget refused a step before querying: every iterate so far is offered
+        pass
     return best.x_adv
 
 

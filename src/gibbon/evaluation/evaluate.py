@@ -30,7 +30,7 @@ from gibbon.evaluation.inputs import (
 )
 from gibbon.evaluation.report import Report, Result, WorstCase, eps_to_json, jsonable
 from gibbon.evaluation.runner import SEED_SCHEME, ProgressBar, Runner, unit_result
-from gibbon.evaluation.sanity import SANITY_SAMPLES, attack_checks, model_checks, result_checks
+from gibbon.evaluation.sanity import BUDGET_SANITY_SAMPLES, SANITY_SAMPLES, attack_checks, model_checks, result_checks
 from gibbon.evaluation.stats import wilson_interval
 from gibbon.evaluation.suites import suite_attacks
 from gibbon.oracles import Oracle
@@ -108,14 +108,20 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
 
     with eval_mode(model):
         runner = Runner(model, x, y, None, norm_obj, bounds, batch_size, seed, device, ProgressBar(False, 0))
+        # under a shared query budget the checks stay cheap: a few samples, no estimated gradients
+        checked = SANITY_SAMPLES if runner.budget is None else min(SANITY_SAMPLES, BUDGET_SANITY_SAMPLES)
+        if runner.budget is not None and (left := runner.budget.total_remaining()) < n + 2 * min(checked, n):
+            raise GibbonInputError(f"the black box's query budget has {left} queries left, fewer than the {n} clean "
+                                   f"predictions and {2 * min(checked, n)} model checks needed before any attack; "
+                                   "give a larger budget or fewer samples")
         logits = runner.predict(torch.arange(n))
         if logits.ndim != 2 or int(y.max()) >= logits.shape[1]:
             raise GibbonInputError(f"the model returns shape {tuple(logits.shape[1:])} per sample but labels go up "
                                    f"to {int(y.max())}; it must return one logit per class")
         clean = logits.argmax(dim=1) == y
         runner.target = resolve_target(target, logits, y, seed)
-        warnings = model_checks(model, x[:SANITY_SAMPLES].to(device), y[:SANITY_SAMPLES].to(device),
-                                gradients=not isinstance(model, Oracle))
+        warnings = model_checks(model, x[:checked].to(device), y[:checked].to(device),
+                                gradients=not isinstance(model, Oracle) and runner.budget is None)
 
         fp = fingerprint(attacks=[{"name": a.name, "params": a.params} for a in chosen], eps=eps_values,
                          norm=norm_obj.name, x=x, y=y, seed=seed, cascade=cascade, batch_size=batch_size,
@@ -126,6 +132,7 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
 
         per_unit = runner.batches(int(clean.sum()))
         steps = per_unit * sum(1 if a.minimal and not cascade else len(eps_values) for a in chosen)
+        runner.units_left = _units_to_run(chosen, len(eps_values), cascade, store)
         with ProgressBar(progress, steps) as bar:
             runner.bar = bar
             run_all = _run_cascade if cascade else _run_each
@@ -144,6 +151,15 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
     report.seed, report.versions, report.model = seed, versions(), describe_model(model)
     report.dataset, report.config, report.started, report.finished = dataset_info, jsonable(config), started, now()
     return report
+
+
+def _units_to_run(chosen, n_eps: int, cascade: bool, store) -> int:
+    """(attack, eps) units not in the checkpoint yet; a minimal attack outside a cascade runs once."""
+    count = 0
+    for a, attack in enumerate(chosen):
+        missing = sum(store.get(a, j) is None for j in range(n_eps))
+        count += min(missing, 1) if attack.minimal and not cascade else missing
+    return max(count, 1)
 
 
 def _run_each(runner: Runner, chosen, eps_values, clean, store) -> dict:

@@ -3,6 +3,15 @@
 Mini-batching happens here, never inside attacks. Each attack call gets its own CPU generator
 (:func:`attack_seed`), its outputs are checked against the threat model (finite, inside the
 bounds, inside the eps-ball for budget attacks) and its cost counted with :class:`CountingModel`.
+
+A black box with a shared query budget (``Oracle(max_total=...)``, a remote API's, possibly
+behind a gradient estimator) is split fairly: each (attack, eps) unit may spend its share of
+what is left over the units still to run, each batch its share of the unit's part over the
+samples still to attack, and one query per sample of the batch is held back so the result can
+be checked. What a batch leaves unspent rolls over. A batch that cannot pay even for that check
+is not attacked; a batch whose attack the budget cut short (a refused call, or samples
+``affordable()`` left out) keeps what the attack returned. Both are counted and reported as a
+warning, since robust accuracy there is only an upper bound.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import torch
 
 from gibbon.core.goals import is_adversarial
 from gibbon.evaluation.counting import CountingModel
+from gibbon.oracles.base import UNLIMITED, Oracle, QueryBudgetExceeded
 
 SEED_SCHEME = "seed + 1000 * batch_index + attack_index"
 
@@ -42,6 +52,24 @@ def distance_stats(dist: torch.Tensor) -> dict:
             "q25": q25, "q75": q75, "q90": q90}
 
 
+def oracle_of(model) -> Oracle | None:
+    """The oracle that answers ``model``'s queries: the model itself, or the one behind a gradient estimator."""
+    oracle = model if isinstance(model, Oracle) else getattr(model, "oracle", None)
+    return oracle if isinstance(oracle, Oracle) else None
+
+
+def shared_budget(model) -> Oracle | None:
+    """The oracle whose shared query total limits ``model``, or None when nothing limits the total."""
+    oracle = oracle_of(model)
+    return oracle if oracle is not None and oracle.total_remaining() < UNLIMITED else None
+
+
+def batch_share(unit_left: int, samples_left: int, batch: int) -> int:
+    """Queries a batch of ``batch`` samples may use when ``unit_left`` queries are left for the
+    ``samples_left`` samples of its unit still to attack (this batch included): its fair part."""
+    return unit_left * batch // max(samples_left, 1)
+
+
 class Runner:
     """Runs one attack over a set of sample indices in mini-batches; counts, times, validates."""
 
@@ -51,6 +79,8 @@ class Runner:
         self.width = bounds[1] - bounds[0]
         self.counting = CountingModel(model)
         self.bar = bar
+        self.oracle, self.budget = oracle_of(model), shared_budget(model)
+        self.units_left = 1  # (attack, eps) units still to run, this one included: set by evaluate()
 
     def batches(self, count: int) -> int:
         return math.ceil(count / self.batch_size)
@@ -68,16 +98,37 @@ class Runner:
         success = torch.zeros(len(active), dtype=torch.bool)
         distance = torch.zeros(len(active), dtype=torch.float64)
         invalid, worst = 0, 0.0
+        unattacked = cut = 0
         self.counting.reset()
+        queries_before = self.oracle.total if self.oracle is not None else 0
         start = time.perf_counter()
         offset = 0
+        unit_left = self.budget.total_remaining() // max(self.units_left, 1) if self.budget is not None else None
+        self.units_left = max(self.units_left - 1, 1)
         for b, chunk in enumerate(active.split(self.batch_size) if len(active) else ()):
             xb, yb = self.x[chunk].to(self.device), self.y[chunk].to(self.device)
             tb = self.target[chunk].to(self.device) if self.target is not None else None
             generator = torch.Generator(device="cpu").manual_seed(attack_seed(self.seed, b, attack_index))
-            x_adv = attack.call(self.counting, xb, yb, eps=eps if math.isfinite(eps) else None, norm=self.norm.name,
-                                bounds=self.bounds,
-                                target=tb, generator=generator)
+            before_total = self.budget.total if self.budget is not None else 0
+            if self.budget is None:
+                x_adv = self._attack(attack, xb, yb, tb, eps, generator)
+            else:
+                share = min(batch_share(unit_left, len(active) - offset, len(chunk)), self.budget.total_remaining())
+                if share < len(chunk):  # not even one query per sample to check a result: leave the batch alone
+                    unattacked += len(chunk)
+                    offset += len(chunk)
+                    self.bar.advance()
+                    continue
+                before_refusals = self.budget.refusals
+                # the attack may spend the share less one query per sample, kept to check its result
+                with self.budget.holding(self.budget.total_remaining() - share + len(chunk)):
+                    try:
+                        x_adv = self._attack(attack, xb, yb, tb, eps, generator)
+                    except QueryBudgetExceeded:  # an attack that cannot stop by itself: its batch counts as unattacked
+                        x_adv = xb
+                        unattacked += len(chunk)
+                if self.budget.refusals > before_refusals and x_adv is not xb:
+                    cut += len(chunk)
             if not isinstance(x_adv, torch.Tensor) or x_adv.shape != xb.shape:
                 raise RuntimeError(f"attack {attack.name} returned {getattr(x_adv, 'shape', type(x_adv))}; "
                                    f"expected a tensor of shape {tuple(xb.shape)}")
@@ -100,15 +151,29 @@ class Runner:
             distance[offset:offset + len(chunk)] = dist.cpu()
             offset += len(chunk)
             self.bar.advance()
+            if self.budget is not None:
+                unit_left -= self.budget.total - before_total  # the attack's queries and the check's
         warnings = []
+        if unattacked or cut:
+            warnings.append(
+                f"the shared query budget limited attack {attack.name} at eps={eps:g}: of {len(active)} samples, "
+                f"{unattacked} were not attacked and {cut} were attacked short of the full schedule "
+                f"({self.budget.total_remaining()} queries left); robust accuracy there is an upper bound: "
+                "give a larger budget, fewer samples or a cheaper attack")
         if invalid:
             warnings.append(
                 f"attack {attack.name} at eps={eps:g} returned {invalid} of {len(active)} inputs outside the threat "
                 f"model (non-finite, outside bounds {tuple(self.bounds)}, or {self.norm.name} distance up to "
                 f"{worst:.4g} > eps); they were counted as not adversarial: the attack has a bug"
             )
+        queries = self.oracle.total - queries_before if self.oracle is not None else None
         return {"success": success, "distance": distance, "seconds": time.perf_counter() - start,
-                "forwards": self.counting.forwards, "gradients": self.counting.gradients, "warnings": warnings}
+                "forwards": self.counting.forwards, "gradients": self.counting.gradients, "queries": queries,
+                "warnings": warnings}
+
+    def _attack(self, attack, xb, yb, tb, eps, generator) -> torch.Tensor:
+        return attack.call(self.counting, xb, yb, eps=eps if math.isfinite(eps) else None, norm=self.norm.name,
+                           bounds=self.bounds, target=tb, generator=generator)
 
 
 def unit_result(base: torch.Tensor, active: torch.Tensor, run: dict, eps: float, width: float, *,
@@ -118,6 +183,8 @@ def unit_result(base: torch.Tensor, active: torch.Tensor, run: dict, eps: float,
     robust = base.clone()
     robust[active] = ~broken
     extra = {"attacked": int(len(active))}
+    if run.get("queries") is not None:  # a black box: the queries its oracle answered, the checks included
+        extra["queries"] = int(run["queries"])
     if minimal:
         extra["run_once"] = shared
         extra["distance"] = distance_stats(run["distance"][run["success"]])

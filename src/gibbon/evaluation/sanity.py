@@ -27,6 +27,8 @@ import torch.nn.functional as F
 
 SANITY_SAMPLES = 100
 """Rows of the data the pre-attack checks run on (the first ones)."""
+BUDGET_SANITY_SAMPLES = 10
+"""The same under a shared query budget, where the checks cost 20 queries and skip gradients."""
 
 PROBABILITY_TOLERANCE = 1e-3
 """Rows summing to 1 within this and all entries >= -1e-6 are taken for probabilities."""

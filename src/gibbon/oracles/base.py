@@ -21,6 +21,8 @@ scores ``"rounded"`` to ``decimals`` places (a common defence against score-base
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from gibbon.core.checks import GibbonInputError
@@ -105,6 +107,8 @@ class Oracle:
         self.queries = torch.zeros(0 if n is None else int(n), dtype=torch.int64)  # per sample, on CPU
         self.fixed_n = n is not None
         self.total = 0
+        self.held = 0  # queries of the shared total kept back by holding()
+        self.refusals = 0  # calls refused for the budget, or samples affordable() left out for the shared total
 
     def _rows(self, x: torch.Tensor, idx) -> torch.Tensor:
         if idx is None:
@@ -141,7 +145,35 @@ class Oracle:
         elif callable(reported := getattr(self.model, "queries_left", None)):
             value = reported()
             left = left if value is None else min(left, int(value))
-        return max(left, 0)
+        if left >= UNLIMITED:
+            return UNLIMITED
+        return max(left - self.held, 0)
+
+    @contextmanager
+    def holding(self, k: int):
+        """Keep ``k`` queries of the shared total back while inside: ``total_remaining()`` and
+        ``remaining()`` report that much less, and calls cannot spend it. The evaluation holds
+        back one query per sample so that an attack's result can still be checked after it.
+
+        Example:
+            >>> oracle = Oracle(torch.nn.Linear(4, 3), max_total=5)
+            >>> with oracle.holding(3):
+            ...     oracle.total_remaining()
+            2
+            >>> oracle.total_remaining()
+            5
+        """
+        k = max(int(k), 0)
+        self.held += k
+        try:
+            yield self
+        finally:
+            self.held -= k
+
+    def refuse(self, message: str) -> QueryBudgetExceeded:
+        """Count a refusal for the budget; returns the exception to raise (nothing was queried)."""
+        self.refusals += 1
+        return QueryBudgetExceeded(message)
 
     def remaining(self, idx=None) -> torch.Tensor:
         """Queries left per sample ``[len(idx)]`` (all tracked samples when None); ``UNLIMITED`` without a budget.
@@ -159,7 +191,10 @@ class Oracle:
         ok = self._own_left(idx.cpu().long()) >= k
         total = self.total_remaining()
         if total < UNLIMITED:
-            ok &= ok.cumsum(0) <= total // max(int(k), 1)
+            within_total = ok.cumsum(0) <= total // max(int(k), 1)
+            if bool((ok & ~within_total).any()):
+                self.refusals += 1  # the shared total left out samples their own budgets could pay for
+            ok &= within_total
         return ok.to(idx.device)
 
     def __call__(self, x: torch.Tensor, idx=None) -> torch.Tensor:
@@ -173,11 +208,11 @@ class Oracle:
         added = torch.bincount(rows, minlength=len(self.queries))
         if self.max_queries is not None and bool((self.queries + added > self.max_queries).any()):
             worst = int((self.queries + added - self.max_queries).argmax())
-            raise QueryBudgetExceeded(
+            raise self.refuse(
                 f"this call would take sample {worst} to {int(self.queries[worst] + added[worst])} queries, over its "
                 f"budget max_queries={self.max_queries}; check oracle.remaining(idx) before querying")
         if rows.numel() and rows.numel() > (left := self.total_remaining()):
-            raise QueryBudgetExceeded(
+            raise self.refuse(
                 f"this call asks {rows.numel()} queries but only {left} are left in all (max_total="
                 f"{self.max_total}, or the model's own budget); check oracle.remaining(idx) before querying")
         with torch.no_grad():

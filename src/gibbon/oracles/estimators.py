@@ -19,6 +19,13 @@ score-based black box ("compose at the model"). Threat model: black-box, score-b
 Cost: each backward pass queries ``2 * pairs`` points per input row (plus one per forward row);
 ``queries`` reports them. The query points are clipped into ``bounds``, so a server that
 validates its inputs accepts them. No gradient is ever asked of the oracle.
+
+Budgets: an estimate is all or nothing, so a forward pass that will need one is refused, with
+:class:`~gibbon.oracles.QueryBudgetExceeded` and before any query, unless the oracle can still
+pay for it and one more forward pass per row (to score the attack's next iterate). The
+iterative attacks (PGD, BIM, MI-FGSM, APGD) catch that refusal and return their best iterate
+so far, and :func:`gibbon.evaluate` scores the rest as unattacked and warns: with a shared budget
+(``Oracle(max_total=...)``, a remote API's) an estimated attack stops cleanly instead of failing.
 """
 
 from __future__ import annotations
@@ -129,8 +136,18 @@ class EstimatedGradient(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
+            self._check_step(x.shape[0])
             return _Estimated.apply(x, self)
         return self.oracle(x.detach())
+
+    def _check_step(self, rows: int) -> None:
+        """Refuse (before any query) a gradient step the budget cannot finish: forward, estimate, next forward."""
+        cost = 2 + 2 * self.pairs
+        if not bool(self.oracle.affordable(torch.arange(rows), cost).all()):
+            raise self.oracle.refuse(
+                f"an estimated gradient step for {rows} rows needs {cost} queries a row (forward, {2 * self.pairs} "
+                f"for the estimate, one to score the next iterate) and the oracle's budget cannot pay for it; "
+                "the iterative attacks stop here and keep their best iterate")
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, samples={2 * self.pairs}, sigma={self.sigma}"
