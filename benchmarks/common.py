@@ -344,3 +344,22 @@ def machine_info() -> dict:
         "versions": versions,
         "argv": sys.argv,
     }
+
+
+def substitute_on_mnist(target: torch.nn.Module, seed: int, *, n_seeds: int = 150, n_eval: int = 2000, **training):
+    """Papernot et al.'s substitute attack on MNIST as the reproduction runs it: an MLP 200-200
+    substitute (built under ``seed``) from the first ``n_seeds`` test images, labels only, FGSM
+    eps 0.3 crafted on it for the next ``n_eval``; ``training`` goes to ``train_substitute``."""
+    from gibbon import data as gdata
+    from gibbon import zoo
+    from gibbon.attacks import FGSM
+    from gibbon.oracles import Oracle
+    from gibbon.transfer import substitute_attack
+
+    test = gdata.load("mnist", "test", n=n_seeds + n_eval)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        substitute = zoo.build("mlp-200-200", test)
+    return substitute_attack(Oracle(target, output="label"), test.x[:n_seeds], substitute, test.x[n_seeds:],
+                             test.y[n_seeds:], FGSM(), eps=0.3, step=0.1, seed=seed, classes=test.classes,
+                             **{"rounds": 6, **training})

@@ -4,9 +4,10 @@ The target is the cached MNIST LeNet-5 (``zoo.trained("lenet5", "mnist", epochs=
 by ``gibbon serve --output probs`` in a subprocess on 127.0.0.1 with four tokens:
 
 * A, the substitute attacker: Papernot et al. 2017 (arXiv:1602.02697) through
-  ``HttpOracle(output="label")``: the MLP 200-200 substitute, 150 seed test images, 6 rounds,
-  lambda 0.1 (sign flipped every 3 rounds), then FGSM eps 0.3 crafted on it for the next 2,000
-  test images and sent to the API (as ``gibbon.reproductions.blackbox`` does locally);
+  ``HttpOracle(output="label")``: the MLP 200-200 substitute, 150 seed test images, rho = 6
+  augmentations, lambda 0.1 (sign flipped every 3 rounds), then FGSM eps 0.3 crafted on it for
+  the next 2,000 test images and sent to the API (as ``gibbon.reproductions.blackbox`` does
+  locally);
 * B, the decision-based attacker: HopSkipJump (L2, untargeted) on 20 test images the model
   gets right, 1,000 queries per image, through ``Oracle(HttpOracle(...), output="label")``;
 * C, an ordinary client: 2,000 test images in requests of 50;

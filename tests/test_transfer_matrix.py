@@ -28,7 +28,7 @@ def test_matrix_of_a_network_and_a_black_box_source_over_three_targets(setting):
     mlp, lr, tree, test = setting
     seeds, x, y = test.x[:100], test.x[100:], test.y[100:]
     m = transfer_matrix({"mlp": mlp, "tree": tree}, {"mlp": mlp, "lr": lr, "tree": tree}, FGSM(), x, y, eps=0.3,
-                        substitute_seed_x=seeds, substitute_rounds=4)
+                        substitute_seed_x=seeds, substitute_rounds=3)
     # measured (eps 0.3, 200 digits): mlp -> mlp 1.0 (white box), mlp -> lr 0.995, mlp -> tree 0.863;
     # tree (through a substitute from 800 labels, agreement 0.71) -> tree 0.952, -> mlp 0.912
     assert m.rates["mlp"]["mlp"] >= 0.95 and m.rates["mlp"]["lr"] >= 0.8, m.rates

@@ -371,7 +371,7 @@ def substitute(
     dataset: str = DatasetOpt,
     seed_images: int = typer.Option(150, "--seed-images", help="The adversary's seed set: the first N test images."),
     n: int = typer.Option(2000, "--n", help="Test images attacked (the ones after the seed set)."),
-    rounds: int = typer.Option(6, "--rounds", help="Substitute training rounds (rho)."),
+    rounds: int = typer.Option(6, "--rounds", help="Jacobian augmentations rho (the paper's substitute epochs): the last substitute is trained on 2^rho times the seed images."),
     step: float = typer.Option(0.1, "--step", help="Jacobian augmentation step lambda (sign flipped every 3 rounds)."),
     reservoir_from: Optional[int] = typer.Option(None, "--reservoir-from", help="Reservoir sampling from this round on (sigma)."),
     reservoir_size: int = typer.Option(400, "--reservoir-size", help="Points augmented per round with reservoir sampling (kappa)."),
@@ -398,8 +398,8 @@ def substitute(
     from gibbon.transfer import substitute_attack
 
     norm = get_norm(norm).name
-    if seed_images < 1 or n < 1 or rounds < 1 or epochs < 1 or step <= 0:
-        raise GibbonInputError("--seed-images, --n, --rounds and --epochs must be >= 1 and --step > 0")
+    if seed_images < 1 or n < 1 or rounds < 0 or epochs < 1 or step <= 0:
+        raise GibbonInputError("--seed-images, --n and --epochs must be >= 1, --rounds >= 0 and --step > 0")
     attack_cfg = parse_attack(attack_spec)
     resolve_attacks([attack_cfg], norm, targeted=False)
     oracle = Oracle(_load_any(oracle_spec), output="label", max_total=max_total_queries)

@@ -61,7 +61,7 @@ def test_substitute_attack_runs_unchanged_over_http(server, digits_sets):
         torch.manual_seed(0)
         sub = zoo.build("mlp-200-200", train)
     result = substitute_attack(remote, test.x[:30], sub, test.x[100:200], test.y[100:200], FGSM(), eps=0.3,
-                               rounds=3, epochs=5)
+                               rounds=2, epochs=5)
     assert result.queries == 30 * 4 == result.training_points  # 30 seeds, doubled twice
     assert result.queries + result.attack_queries == remote.total
     assert result.oracle_accuracy >= 0.9 and result.transfer_success > 0.2, result.to_dict()
@@ -96,7 +96,7 @@ def test_attacks_stop_cleanly_at_the_servers_budget(server, digits_sets):
     labels = HttpOracle(server.url, TOKENS["shared-sub"][0], output="label")  # budget 200
     sub = zoo.build("mlp-200-200", digits_sets[0])
     result = substitute_attack(labels, x[:16].clone(), sub, digits_sets[1].x[100:150], digits_sets[1].y[100:150],
-                               FGSM(), eps=0.3, rounds=6, epochs=2)
+                               FGSM(), eps=0.3, rounds=5, epochs=2)
     # 100 labels kept back to score 50 images twice; training: 16 seeds + 16 + 32 + 36 (cut short)
     assert result.stopped_by_budget and result.queries == result.training_points == 100
     assert result.attack_queries == 100 and usage(server, "shared-sub") == 200

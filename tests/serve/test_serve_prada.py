@@ -35,7 +35,7 @@ def monitor(model, batches, chunk: int = 10):
 
 
 def augmentation_stream(model, seeds: torch.Tensor, seed: int) -> list:
-    """What Papernot et al.'s substitute training sends the oracle (5 rounds of Jacobian augmentation)."""
+    """What Papernot et al.'s substitute training sends the oracle (4 rounds of Jacobian augmentation)."""
     sent = []
 
     def oracle(q):
@@ -46,7 +46,7 @@ def augmentation_stream(model, seeds: torch.Tensor, seed: int) -> list:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         sub = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    train_substitute(oracle, seeds, sub, rounds=5, step=0.1, epochs=5, seed=seed)
+    train_substitute(oracle, seeds, sub, rounds=4, step=0.1, epochs=5, seed=seed)
     return sent
 
 

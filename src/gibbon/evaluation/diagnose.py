@@ -134,7 +134,7 @@ def diagnose(model, data, *, eps: float, n: int = 500, batch_size: int = 250, se
         square_queries: Square's per-sample query budget (the gradient-free check).
         transfer_from: an optional separately trained model; PGD-100 crafted on it is sent to ``model``.
         substitute: also run Papernot's substitute attack (150 seed images taken after the
-            first ``n``, 4 rounds) with ``model`` as a label-only oracle (minutes).
+            first ``n``, 3 augmentations, 1,200 labels) with ``model`` as a label-only oracle (minutes).
         probe_samples: samples the gradient, finite-difference and randomness probes use.
 
     Returns:
@@ -223,7 +223,7 @@ def _substitute(model, data, n, eps, seed, device, clean) -> dict:
         torch.manual_seed(seed)
         sub = zoo.build("mlp-200-200", data).to(device)
     oracle = Oracle(model, output="label")
-    trained = train_substitute(oracle, seeds.to(device), sub, rounds=4, seed=seed, classes=data.classes,
+    trained = train_substitute(oracle, seeds.to(device), sub, rounds=3, seed=seed, classes=data.classes,
                                bounds=data.bounds)
     x, y = data.x[:n].to(device), data.y[:n].to(device)
     adv = craft(trained.substitute, FGSM(), x, y, eps=eps, norm="linf", bounds=data.bounds, batch_size=500, seed=seed)

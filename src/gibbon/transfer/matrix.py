@@ -67,7 +67,7 @@ def _differentiable(source) -> bool:
 def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                     norm: str = "linf", bounds=(0.0, 1.0), batch_size: int = 250, seed: int = 0,
                     substitute_seed_x: torch.Tensor | None = None, substitute_arch: str = "mlp-200-200",
-                    substitute_rounds: int = 6, substitute_epochs: int = 10) -> TransferMatrix:
+                    substitute_rounds: int = 5, substitute_epochs: int = 10) -> TransferMatrix:
     """Transfer rate of ``attack`` from every source to every target.
 
     Args:
@@ -77,8 +77,8 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
         attack: a white-box attack ``attack(model, x, y, eps=, norm=, bounds=, generator=)``.
         x, y: images attacked and their true labels. eps, norm: the attack's budget.
         substitute_seed_x: the seed images of the substitutes (needed iff a source is a black
-            box; keep them apart from ``x``). substitute_arch, substitute_rounds,
-            substitute_epochs: as :func:`gibbon.transfer.train_substitute`.
+            box; keep them apart from ``x``). substitute_arch, substitute_rounds (5: 32 times
+            the seeds, 4,800 labels from 150), substitute_epochs: as :func:`gibbon.transfer.train_substitute`.
 
     Returns:
         :class:`TransferMatrix`.
