@@ -24,6 +24,7 @@ TOKENS = {  # name -> (token, limits)
     "retry": ("retry-token-jjjjjjjjjjjj", {"budget": 100, "rate": 100_000.0, "burst": 5000}),
     "shared": ("shared-budget-token-kkkk", {"budget": 300, "rate": 100_000.0, "burst": 5000}),
     "shared-sub": ("shared-sub-token-llllllll", {"budget": 200, "rate": 100_000.0, "burst": 5000}),
+    "shared-nes": ("shared-nes-token-mmmmmmmm", {"budget": 6000, "rate": 100_000.0, "burst": 5000}),
     "admin": ("admin-token-iiiiiiiiiii", {"budget": None, "rate": 100_000.0, "burst": 5000, "admin": True}),
 }
 MAX_BATCH, MAX_BODY = 64, 200_000

@@ -102,6 +102,24 @@ def test_attacks_stop_cleanly_at_the_servers_budget(server, digits_sets):
     assert result.attack_queries == 100 and usage(server, "shared-sub") == 200
 
 
+def test_an_estimated_attack_evaluation_stops_cleanly_at_the_tokens_budget(server, digits_sets):
+    """evaluate() with NES-estimated PGD through the API: the token's 6,000 queries are the shared
+    budget, learnt from the server; no ServerBudgetExhausted, and the report says it ran out."""
+    from gibbon.evaluation import evaluate
+    from gibbon.oracles import EstimatedGradient
+
+    x, y = digits_sets[1].x[:40], digits_sets[1].y[:40]
+    remote = HttpOracle(server.url, TOKENS["shared-nes"][0])
+    oracle = Oracle(remote)
+    report = evaluate(EstimatedGradient(oracle, samples=20), (x, y), ["pgd:steps=20,step_size=0.05"], [0.3],
+                      batch_size=20, progress=False)
+    assert oracle.total == remote.total == usage(server, "shared-nes") <= 6000
+    assert 6000 - oracle.total < 20 * 22 + 40  # spent all but about one step of a batch
+    assert any("shared query budget limited attack pgd" in w for w in report.warnings), report.warnings
+    # measured: clean 1.0 -> 0.35 with 5,980 of the 6,000 queries; a no-op keeps 1.0
+    assert report.robust_accuracy("pgd", 0.3) <= report.clean_accuracy - 0.3, report.table()
+
+
 def test_429_is_retried_after_the_servers_delay(server, digits_sets):
     remote = HttpOracle(server.url, TOKENS["slow2"][0], batch_size=2)
     out = remote(digits_sets[1].x[:4])  # burst 2 then 2 rows at 2 queries/s: one 429, then Retry-After
