@@ -72,6 +72,11 @@ class SubstituteResult:
 JACOBIANS = ("probability", "logit")
 
 
+def check_jacobian(jacobian: str) -> None:
+    if jacobian not in JACOBIANS:
+        raise GibbonInputError(f"jacobian must be one of {', '.join(JACOBIANS)}, got {jacobian!r}")
+
+
 def jacobian_augmentation(substitute, x: torch.Tensor, labels: torch.Tensor, step: float, bounds, *,
                           jacobian: str = "probability") -> torch.Tensor:
     """Eq. 4: ``x + step * sign(d F_label(x) / dx)``, clipped into ``bounds`` (new points only).
@@ -79,8 +84,7 @@ def jacobian_augmentation(substitute, x: torch.Tensor, labels: torch.Tensor, ste
     ``jacobian="probability"``: ``F`` is the softmax output, differentiated through its log (the
     same sign, without underflow); ``"logit"``: ``F`` is the substitute's raw output.
     """
-    if jacobian not in JACOBIANS:
-        raise GibbonInputError(f"jacobian must be one of {', '.join(JACOBIANS)}, got {jacobian!r}")
+    check_jacobian(jacobian)
     x_var = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         out = substitute(x_var)
@@ -127,8 +131,7 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
 
     if rounds < 0 or epochs < 1 or step <= 0 or len(seed_x) == 0:
         raise GibbonInputError("train_substitute needs rounds >= 0, epochs >= 1, step > 0 and seed images")
-    if jacobian not in JACOBIANS:
-        raise GibbonInputError(f"jacobian must be one of {', '.join(JACOBIANS)}, got {jacobian!r}")
+    check_jacobian(jacobian)
     oracle = as_oracle(oracle)
     generator = torch.Generator().manual_seed(seed)
     start_total = oracle.total
