@@ -66,3 +66,18 @@ def test_square_under_a_shared_budget_is_as_strong_as_with_the_same_budget_per_s
           f"15 per image {acc_each:.2f} ({per_sample.total})")
     assert acc_shared <= clean - 0.5, f"robust accuracy {acc_shared:.2f} from clean {clean:.2f}"
     assert acc_shared <= acc_each + 0.02
+
+
+@pytest.mark.parametrize("total, cut", [(10**6, False), (400, True), (200, True)])
+def test_hopskipjump_counts_a_step_the_shared_total_cut_short(total, cut):
+    """HopSkipJump spends fewer probes on a step when the total cannot pay for all of them; that
+    is a cut (``evaluate`` reports it) even when no call was refused. One step of 100 probes on 4
+    samples costs about 510 queries with no budget; 400 and 200 shrink the probe counts instead."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x = torch.rand(4, 1, 4, 4)
+    y = model(x).argmax(1)
+    oracle = Oracle(model, max_total=total)
+    hopskipjump(oracle, x, y, max_queries=10_000, steps=1, init_evals=100, generator=torch.Generator().manual_seed(0))
+    assert oracle.total <= total
+    assert (oracle.refusals > 0) == cut, (oracle.total, oracle.refusals)

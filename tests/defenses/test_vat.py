@@ -192,12 +192,24 @@ def test_zoo_trained_with_semi_supervised_vat(tmp_path):
 
 def test_semi_supervised_vat_beats_labels_only_on_digits(digits_sets):
     """20 labels (2 per class), all 1,197 training digits walked with their labels hidden; same
-    net, seeds, loop and labelled batches; only the LDS term differs."""
+    net, seeds, loop and labelled batches; only the LDS term differs. With 20 labels one training
+    is noisy (the gap moves with the seed and even the thread count), so three seeds are averaged,
+    on one thread so that the numbers below are the ones a test run gets."""
     train, test = digits_sets
-    errors = {}
-    for name, spec in (("labels-only", "vat:labels=20,alpha=0"), ("vat", "vat:labels=20,eps=0.5")):
-        model = _bn_mlp()
-        parse_defense(spec).fit(model, train, epochs=40, batch_size=128, lr=2e-3, seed=0, progress=False)
-        errors[name] = 1 - zoo.accuracy(model, test)
-    # measured (300 test digits): labels-only 30.0% error, VAT 18.7% (splits 0-2, seeds 0-1: gap 5-11 points)
-    assert errors["vat"] <= errors["labels-only"] - 0.05, f"test errors {errors}"
+    gaps = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for seed in (0, 1, 2):
+            errors = {}
+            for name, spec in (("labels-only", "vat:labels=20,alpha=0"), ("vat", "vat:labels=20,eps=0.5")):
+                model = _bn_mlp(seed)
+                parse_defense(spec).fit(model, train, epochs=40, batch_size=128, lr=2e-3, seed=seed, progress=False)
+                errors[name] = 1 - zoo.accuracy(model, test)
+            gaps.append(errors["labels-only"] - errors["vat"])
+    finally:
+        torch.set_num_threads(threads)
+    # measured (300 test digits), labels-only / VAT error for seeds 0, 1, 2: one thread 30.0 / 25.7,
+    # 27.3 / 22.3, 29.7 / 17.7% (mean gap 7.1 points); two threads 30.0 / 19.0, 27.3 / 19.7,
+    # 29.7 / 17.0% (10.4). A no-op LDS term gives 0.
+    assert sum(gaps) / len(gaps) >= 0.05, f"VAT's error gains per seed {gaps}"

@@ -199,6 +199,23 @@ def test_a_models_own_budget_and_an_inner_oracles_total_are_shared_too():
     assert Oracle(Rows()).total_remaining() == UNLIMITED
 
 
+def test_a_shared_total_is_seen_and_its_refusals_counted_through_a_counting_wrapper():
+    from gibbon.evaluation.counting import CountingModel
+
+    shared = Oracle(Rows(), max_total=5)
+    attack_view = Oracle(CountingModel(shared), max_queries=4, n=3)  # what a black-box attack builds
+    assert attack_view.total_remaining() == 5 and attack_view.remaining().tolist() == [2, 2, 1]
+    assert attack_view.affordable(torch.arange(3), 2).tolist() == [True, True, False]
+    assert attack_view.refusals == shared.refusals == 1  # the refusal reached the budget's owner
+    with pytest.raises(QueryBudgetExceeded, match="only 5 are left"):
+        attack_view(torch.zeros(6, 4), idx=torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert shared.refusals == 2 and shared.total == 0
+    with pytest.raises(QueryBudgetExceeded, match="max_queries=4"):  # its own budget: not the shared total's
+        attack_view(torch.zeros(5, 4), idx=torch.zeros(5, dtype=torch.long))
+    assert shared.refusals == 2
+    assert Oracle(CountingModel(Rows())).total_remaining() == UNLIMITED
+
+
 def test_holding_keeps_queries_back_and_refusals_are_counted():
     oracle = Oracle(Rows(), max_total=10)
     with oracle.holding(7):

@@ -120,6 +120,24 @@ def test_an_estimated_attack_evaluation_stops_cleanly_at_the_tokens_budget(serve
     assert report.robust_accuracy("pgd", 0.3) <= report.clean_accuracy - 0.3, report.table()
 
 
+def test_evaluate_runs_square_over_http_to_the_tokens_budget_and_keeps_its_work(server, digits_sets):
+    """Square wraps the evaluation's model in an oracle of its own; it must still see the token's
+    budget through it. When it did not, the server's budget refused its last call and evaluate
+    dropped every batch as unattacked (robust accuracy = clean)."""
+    from gibbon.evaluation import evaluate
+
+    x, y = digits_sets[1].x[:40], digits_sets[1].y[:40]
+    remote = HttpOracle(server.url, TOKENS["shared-square"][0])
+    oracle = Oracle(remote)
+    report = evaluate(oracle, (x, y), ["square:max_queries=500"], [0.2], batch_size=20, progress=False)
+    assert oracle.total == remote.total == usage(server, "shared-square") <= 1500
+    assert 1500 - oracle.total <= 20, report.table()
+    (warning,) = [w for w in report.warnings if "shared query budget limited attack square" in w]
+    assert " 0 were not attacked" in warning
+    # measured: clean 1.0 -> 0.15 with all 1,500 queries spent (before the fix: 1.0, "40 were not attacked")
+    assert report.robust_accuracy("square", 0.2) <= report.clean_accuracy - 0.3, report.table()
+
+
 def test_429_is_retried_after_the_servers_delay(server, digits_sets):
     remote = HttpOracle(server.url, TOKENS["slow2"][0], batch_size=2)
     out = remote(digits_sets[1].x[:4])  # burst 2 then 2 rows at 2 queries/s: one 429, then Retry-After

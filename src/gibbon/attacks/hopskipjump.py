@@ -215,7 +215,7 @@ def hopskipjump(model, x, y, *, eps=None, norm="l2", max_queries: int = 10_000, 
         i = ids[live]
         i = i[afford(oracle, i, reserve + 2)]
         counts = torch.zeros(n, dtype=torch.long, device=x.device)
-        counts[i] = (oracle.remaining(i).to(x.device) - reserve).clamp(max=evals)
+        counts[i] = oracle.grant(i, reserve + evals).to(x.device) - reserve  # a cut by a shared total is counted
         i = ids[live & (counts >= 2)]
         if i.numel() == 0:
             break

@@ -47,3 +47,19 @@ class CountingModel(nn.Module):
         if isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled():
             self.gradients += rows
         return self.model(x, *args, **kwargs)
+
+    # A black-box attack wraps this in an oracle of its own; these two let that oracle see and
+    # report to a shared query budget behind the count (an Oracle's max_total, a remote API's).
+    def queries_left(self) -> int | None:
+        """The wrapped model's shared query budget left (``None``: it has none)."""
+        for name in ("total_remaining", "queries_left"):
+            reported = getattr(self.model, name, None)
+            if callable(reported):
+                return reported()
+        return None
+
+    def note_refusal(self) -> None:
+        """Pass a shared-budget refusal on to the wrapped model, if it keeps count of them."""
+        inner = getattr(self.model, "note_refusal", None)
+        if callable(inner):
+            inner()

@@ -108,7 +108,9 @@ class Oracle:
         self.fixed_n = n is not None
         self.total = 0
         self.held = 0  # queries of the shared total kept back by holding()
-        self.refusals = 0  # calls refused for the budget, or samples affordable() left out for the shared total
+        # times a shared total refused a call, or left out of affordable() samples that their own
+        # budgets could pay for: here, or in an oracle that queries through this one (note_refusal)
+        self.refusals = 0
 
     def _rows(self, x: torch.Tensor, idx) -> torch.Tensor:
         if idx is None:
@@ -170,10 +172,16 @@ class Oracle:
         finally:
             self.held -= k
 
-    def refuse(self, message: str) -> QueryBudgetExceeded:
-        """Count a refusal for the budget; returns the exception to raise (nothing was queried)."""
+    def note_refusal(self) -> None:
+        """Count a shared-total refusal here and in the budgets this oracle queries through.
+
+        An attack wraps the model it is given in an oracle of its own (per-sample ``max_queries``),
+        often through wrappers such as the evaluation's counting model; the refusal travels
+        inwards to the oracle that owns the shared total, which is the one ``evaluate`` watches."""
         self.refusals += 1
-        return QueryBudgetExceeded(message)
+        inner = getattr(self.model, "note_refusal", None)
+        if callable(inner):
+            inner()
 
     def remaining(self, idx=None) -> torch.Tensor:
         """Queries left per sample ``[len(idx)]`` (all tracked samples when None); ``UNLIMITED`` without a budget.
@@ -184,6 +192,24 @@ class Oracle:
         left, total = self._own_left(idx), self.total_remaining()
         return left if total >= UNLIMITED else share_total(left, total)
 
+    def grant(self, idx, k: int) -> torch.Tensor:
+        """Queries each sample of ``idx`` may spend now, at most ``k`` each: the shared total is
+        water-filled over what each sample wants (``min(k, own budget)``). Where the total gives a
+        sample less than that, the cut is counted (:meth:`note_refusal`), as for :meth:`affordable`.
+
+        Example:
+            >>> oracle = Oracle(torch.nn.Linear(4, 3), max_total=5)
+            >>> oracle.grant(torch.arange(3), 1).tolist(), oracle.grant(torch.arange(3), 4).tolist(), oracle.refusals
+            ([1, 1, 1], [2, 2, 1], 1)
+        """
+        idx = torch.as_tensor(idx).reshape(-1)
+        wanted = self._own_left(idx.cpu().long()).clamp(min=0, max=max(int(k), 0))
+        total = self.total_remaining()
+        granted = wanted if total >= UNLIMITED else share_total(wanted, total)
+        if bool((granted < wanted).any()):
+            self.note_refusal()
+        return granted.to(idx.device)
+
     def affordable(self, idx, k: int = 1) -> torch.Tensor:
         """``bool[len(idx)]``: the samples that can pay ``k`` more queries each, all of them together
         within the shared total (the first ones in ``idx``'s order when it cannot pay for all)."""
@@ -193,7 +219,7 @@ class Oracle:
         if total < UNLIMITED:
             within_total = ok.cumsum(0) <= total // max(int(k), 1)
             if bool((ok & ~within_total).any()):
-                self.refusals += 1  # the shared total left out samples their own budgets could pay for
+                self.note_refusal()  # the shared total left out samples their own budgets could pay for
             ok &= within_total
         return ok.to(idx.device)
 
@@ -208,11 +234,12 @@ class Oracle:
         added = torch.bincount(rows, minlength=len(self.queries))
         if self.max_queries is not None and bool((self.queries + added > self.max_queries).any()):
             worst = int((self.queries + added - self.max_queries).argmax())
-            raise self.refuse(
+            raise QueryBudgetExceeded(
                 f"this call would take sample {worst} to {int(self.queries[worst] + added[worst])} queries, over its "
                 f"budget max_queries={self.max_queries}; check oracle.remaining(idx) before querying")
         if rows.numel() and rows.numel() > (left := self.total_remaining()):
-            raise self.refuse(
+            self.note_refusal()
+            raise QueryBudgetExceeded(
                 f"this call asks {rows.numel()} queries but only {left} are left in all (max_total="
                 f"{self.max_total}, or the model's own budget); check oracle.remaining(idx) before querying")
         with torch.no_grad():

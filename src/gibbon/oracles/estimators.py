@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from gibbon.core.checks import GibbonInputError
-from gibbon.oracles.base import Oracle, as_oracle, requires_scores
+from gibbon.oracles.base import Oracle, QueryBudgetExceeded, as_oracle, requires_scores
 
 METHODS = ("nes", "spsa")
 
@@ -143,8 +143,8 @@ class EstimatedGradient(nn.Module):
     def _check_step(self, rows: int) -> None:
         """Refuse (before any query) a gradient step the budget cannot finish: forward, estimate, next forward."""
         cost = 2 + 2 * self.pairs
-        if not bool(self.oracle.affordable(torch.arange(rows), cost).all()):
-            raise self.oracle.refuse(
+        if not bool(self.oracle.affordable(torch.arange(rows), cost).all()):  # counts a shared-total refusal
+            raise QueryBudgetExceeded(
                 f"an estimated gradient step for {rows} rows needs {cost} queries a row (forward, {2 * self.pairs} "
                 f"for the estimate, one to score the next iterate) and the oracle's budget cannot pay for it; "
                 "the iterative attacks stop here and keep their best iterate")
