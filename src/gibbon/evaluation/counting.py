@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gibbon.oracles.base import pass_refusal, reported_budget
+
 
 class CountingModel(nn.Module):
     """Wrap ``model``; count rows forwarded and rows forwarded for a gradient. Outputs unchanged.
@@ -52,14 +54,8 @@ class CountingModel(nn.Module):
     # report to a shared query budget behind the count (an Oracle's max_total, a remote API's).
     def queries_left(self) -> int | None:
         """The wrapped model's shared query budget left (``None``: it has none)."""
-        for name in ("total_remaining", "queries_left"):
-            reported = getattr(self.model, name, None)
-            if callable(reported):
-                return reported()
-        return None
+        return reported_budget(self.model)
 
     def note_refusal(self) -> None:
         """Pass a shared-budget refusal on to the wrapped model, if it keeps count of them."""
-        inner = getattr(self.model, "note_refusal", None)
-        if callable(inner):
-            inner()
+        pass_refusal(self.model)

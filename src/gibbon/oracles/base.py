@@ -68,6 +68,23 @@ def share_total(left: torch.Tensor, total: int) -> torch.Tensor:
     return share
 
 
+def reported_budget(model) -> int | None:
+    """The shared query budget ``model`` reports as left: an Oracle's ``total_remaining()``, or
+    a ``queries_left()`` method's (a remote API's, or a wrapper passing one on); None without one."""
+    for name in ("total_remaining", "queries_left"):
+        reported = getattr(model, name, None)
+        if callable(reported):
+            return reported()
+    return None
+
+
+def pass_refusal(model) -> None:
+    """Tell ``model`` of a shared-budget refusal if it keeps count of them (``note_refusal()``)."""
+    note = getattr(model, "note_refusal", None)
+    if callable(note):
+        note()
+
+
 class Oracle:
     """Query-counting, gradient-refusing black-box view of ``model``.
 
@@ -108,8 +125,9 @@ class Oracle:
         self.fixed_n = n is not None
         self.total = 0
         self.held = 0  # queries of the shared total kept back by holding()
-        # times a shared total refused a call, or left out of affordable() samples that their own
-        # budgets could pay for: here, or in an oracle that queries through this one (note_refusal)
+        # times a shared total refused a call, left out of affordable() samples that their own
+        # budgets could pay for, or granted less than asked: here, or in an oracle that queries
+        # through this one (note_refusal)
         self.refusals = 0
 
     def _rows(self, x: torch.Tensor, idx) -> torch.Tensor:
@@ -142,11 +160,8 @@ class Oracle:
         """Queries left over all samples together (``UNLIMITED`` without a shared budget): the
         least of ``max_total``'s rest, an inner oracle's and the model's ``queries_left()``."""
         left = UNLIMITED if self.max_total is None else self.max_total - self.total
-        if isinstance(self.model, Oracle):
-            left = min(left, self.model.total_remaining())
-        elif callable(reported := getattr(self.model, "queries_left", None)):
-            value = reported()
-            left = left if value is None else min(left, int(value))
+        if (reported := reported_budget(self.model)) is not None:
+            left = min(left, int(reported))
         if left >= UNLIMITED:
             return UNLIMITED
         return max(left - self.held, 0)
@@ -179,9 +194,7 @@ class Oracle:
         often through wrappers such as the evaluation's counting model; the refusal travels
         inwards to the oracle that owns the shared total, which is the one ``evaluate`` watches."""
         self.refusals += 1
-        inner = getattr(self.model, "note_refusal", None)
-        if callable(inner):
-            inner()
+        pass_refusal(self.model)
 
     def remaining(self, idx=None) -> torch.Tensor:
         """Queries left per sample ``[len(idx)]`` (all tracked samples when None); ``UNLIMITED`` without a budget.
