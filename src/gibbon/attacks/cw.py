@@ -7,7 +7,9 @@ White-box, targeted or untargeted.
   ``||x' - x||_2^2 + c * f(x')`` with Adam in tanh space, ``x' = lo + (hi - lo) * (tanh(w) + 1) / 2``
   (so ``x'`` is always inside the box), ``f`` the margin loss f_6 with confidence kappa, and a
   per-sample binary search over ``c``. Each sample keeps its smallest successful iterate; where
-  none is found the clean input comes back unchanged.
+  none is found the clean input comes back unchanged. ``warm_start=True`` (not the default
+  yet, see below) starts each search round where the sample's last round ended instead of from
+  the clean input as the authors' code does.
 * ``cw-linf``: *budget* attack in L-infinity: PGD (Madry et al. 2018, arXiv:1706.06083) on the same
   margin loss, the way Madry et al. and later evaluations run "C&W L-infinity".
 
@@ -73,14 +75,18 @@ def _goal_reached(logits, y, target, confidence):
     return is_adversarial(logits.scatter_add(1, labels[:, None], torch.full_like(logits[:, :1], shift)), y, target)
 
 
-def _adam_run(model, x, y, target, const, best_dist, best_x, *, steps, lr, confidence, abort_early, bounds):
-    """One binary-search step: ``steps`` Adam steps on w from the clean input; returns ``solved[B]``."""
+def _adam_run(model, x, y, target, const, best_dist, best_x, w_start, *, steps, lr, confidence, abort_early, bounds):
+    """One binary-search step: ``steps`` Adam steps on w from ``w_start`` (fresh Adam moments).
+
+    Returns ``(solved[B], w_end)``: whether each sample reached the goal, and where its w ended
+    (at its abort for samples stopped early).
+    """
     lo, hi = bounds
     labels = target if target is not None else y
     sign = 1.0 if target is not None else -1.0  # f = sign * cw_margin: the term to minimise
     (b1, b2), n = ADAM_BETAS, x.shape[0]
     idx = torch.arange(n, device=x.device)
-    w = _to_tanh(x, lo, hi)
+    w, w_end = w_start, w_start.clone()
     m, v = torch.zeros_like(w), torch.zeros_like(w)
     prev = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
     solved = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -104,6 +110,7 @@ def _adam_run(model, x, y, target, const, best_dist, best_x, *, steps, lr, confi
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         correction = (1 - b2**t) ** 0.5  # bias corrections folded into the step size
         w = w.addcdiv(m, v.sqrt().add_(ADAM_EPS * correction), value=-lr * correction / (1 - b1**t))
+        w_end[idx] = w
         if abort_early and t % check == 0:  # stop samples whose loss fell by < 0.01% in steps/10 steps
             keep = loss <= prev * 0.9999
             prev = loss
@@ -112,12 +119,12 @@ def _adam_run(model, x, y, target, const, best_dist, best_x, *, steps, lr, confi
                     break
                 idx, xs, ys, ls, cs, w, m, v, prev = (a[keep] for a in (idx, xs, ys, ls, cs, w, m, v, prev))
                 ts = ts[keep] if ts is not None else None
-    return solved
+    return solved, w_end
 
 
 def cw_l2(model, x, y, *, eps=None, norm="l2", steps: int = 1000, lr: float = 0.01, binary_search_steps: int = 9,
-          initial_const: float = 1e-3, confidence: float = 0.0, abort_early: bool = True, target=None,
-          bounds=(0.0, 1.0), generator=None) -> torch.Tensor:
+          initial_const: float = 1e-3, confidence: float = 0.0, abort_early: bool = True, warm_start: bool = False,
+          target=None, bounds=(0.0, 1.0), generator=None) -> torch.Tensor:
     """Carlini & Wagner L2 attack (minimal perturbation).
 
     Args:
@@ -131,6 +138,13 @@ def cw_l2(model, x, y, *, eps=None, norm="l2", steps: int = 1000, lr: float = 0.
             then bisected.
         confidence: kappa, the margin the goal must hold with (paper: 0).
         abort_early: end a sample's round once its loss fell by less than 0.01% in ``steps // 10`` steps.
+        warm_start: start each binary-search round from where the sample's previous round ended
+            (Adam's moments reset), not from the clean input as the authors' code does (the
+            default, ``False``). The next ``c`` is close to the last, so the round starts near its
+            optimum. Measured at 5 rounds x 200 steps, lr 0.05, c0 0.01 (one thread, 2026-12-03):
+            untargeted on the Madry CNN (100 images), 0.72 of the model rows and a 0.6% smaller
+            mean L2; targeted on LeNet-5 (``carlini2017-cw``'s 900 attacks), the same time and a
+            mean L2 of 2.180 against 2.196.
         target: target classes ``(B,)`` for a targeted attack, else None.
         bounds: valid input box. generator: unused (deterministic), accepted for a uniform API.
 
@@ -153,9 +167,12 @@ def cw_l2(model, x, y, *, eps=None, norm="l2", steps: int = 1000, lr: float = 0.
     lower, upper = torch.zeros_like(const), torch.full_like(const, 1e10)
     best_dist = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
     best_x = x.clone()
+    w_clean = _to_tanh(x, lo, hi)
+    w_start = w_clean
     for _ in range(binary_search_steps):  # section V.A / the authors' code: bisect c per sample
-        solved = _adam_run(model, x, y, target, const, best_dist, best_x, steps=steps, lr=lr, confidence=confidence,
-                           abort_early=abort_early, bounds=(lo, hi))
+        solved, w_end = _adam_run(model, x, y, target, const, best_dist, best_x, w_start, steps=steps, lr=lr,
+                                  confidence=confidence, abort_early=abort_early, bounds=(lo, hi))
+        w_start = w_end if warm_start else w_clean
         upper = torch.where(solved, torch.minimum(upper, const), upper)
         lower = torch.where(solved, lower, torch.maximum(lower, const))
         const = torch.where(upper < 1e9, (lower + upper) / 2, const * 10)
@@ -197,6 +214,7 @@ class CWL2(AttackConfig):
     initial_const: float = 1e-3
     confidence: float = 0.0
     abort_early: bool = True
+    warm_start: bool = False
     norms = L2_NORMS
     minimal = True
 
