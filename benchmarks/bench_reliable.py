@@ -27,8 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
@@ -123,7 +121,7 @@ def main(argv=None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
-    print(f"\n| contender | median time (s) | runs (s) | robust accuracy | cpu/wall |\n|---|---|---|---|---|")
+    print("\n| contender | median time (s) | runs (s) | robust accuracy | cpu/wall |\n|---|---|---|---|---|")
     for t in (g, a):
         cpw = statistics.median(c / w for c, w in zip(t.cpu_seconds, t.seconds))
         print(f"| {t.name} | {t.median:.1f} | {', '.join(f'{s:.1f}' for s in t.seconds)} | "

@@ -95,7 +95,6 @@ def main(argv=None) -> int:
     grad, logits, values = _common.input_gradient(model, x_cur, y, "ce")
     best = _loop.Best.start(x)
     idx = torch.arange(250)
-    success = is_adversarial(logits, y)
     half = torch.zeros(250, dtype=torch.bool)
     half[::2] = True
 
