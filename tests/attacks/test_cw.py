@@ -177,10 +177,10 @@ class RowCounter(torch.nn.Module):
 
 
 def test_warm_start_costs_fewer_rows_at_no_larger_distance(case, digits_mlp):
-    """Each round starting where the last ended (warm_start) must save work, not distance.
+    """Rounds starting where a success ended (warm_start) must save work, not distance.
 
-    Measured (5 rounds x 100 steps, lr 0.05, c0 0.01): warm 0.71 of the cold rows, mean L2
-    0.3871 against 0.3854 cold. A warm start that did nothing would run the same rows."""
+    Measured (5 rounds x 100 steps, lr 0.05, c0 0.01): warm 0.81 of the cold rows, mean L2
+    0.3847 against 0.3854 cold. A warm start that did nothing would run the same rows."""
     x, y, correct = case
     runs = {}
     for warm in (False, True):
@@ -191,6 +191,30 @@ def test_warm_start_costs_fewer_rows_at_no_larger_distance(case, digits_mlp):
         runs[warm] = counter.rows, ok, l2(x_adv, x)
     (rows_cold, ok_cold, d_cold), (rows_warm, ok_warm, d_warm) = runs[False], runs[True]
     assert bool(ok_warm[correct].all()) and bool(ok_cold[correct].all())
-    assert rows_warm <= 0.8 * rows_cold, f"warm start ran {rows_warm} rows against {rows_cold} cold"
+    assert rows_warm <= 0.9 * rows_cold, f"warm start ran {rows_warm} rows against {rows_cold} cold"
     mean_warm, mean_cold = float(d_warm[correct].mean()), float(d_cold[correct].mean())
     assert mean_warm <= 1.01 * mean_cold, f"warm start mean L2 {mean_warm:.4f} against {mean_cold:.4f} cold"
+
+
+def test_warm_start_refines_successes_and_restarts_failures(case, digits_mlp, monkeypatch):
+    """After a round a sample solved, the next starts where it ended; after a failed round it
+    restarts from the clean input, so a sample fails only if the authors' restarts fail too.
+    (Starting every round from the last end missed 3 of 900 targets on carlini-mnist: stuck
+    near a failed round's end, c = 100 could not reach what a restart's bold first steps did.)"""
+    import gibbon.attacks.cw as cw_module
+
+    x, y, _ = case
+    calls, run = [], cw_module._adam_run
+
+    def recording(*args, **kwargs):
+        solved, w_end = run(*args, **kwargs)
+        calls.append((args[7].clone(), solved.clone(), w_end.clone()))
+        return solved, w_end
+
+    monkeypatch.setattr(cw_module, "_adam_run", recording)
+    cw_l2(digits_mlp, x, y, target=(y + 1) % 10, steps=10, binary_search_steps=3, lr=0.05, initial_const=0.01,
+          warm_start=True)
+    w_clean = calls[0][0]
+    for (_, solved, w_end), (w_next, _, _) in zip(calls, calls[1:]):
+        assert 0 < int(solved.sum()) < len(solved), "the budget must leave both solved and failed samples"
+        assert torch.equal(w_next[solved], w_end[solved]) and torch.equal(w_next[~solved], w_clean[~solved])

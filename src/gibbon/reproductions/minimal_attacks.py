@@ -239,7 +239,9 @@ def carlini2017_cw_paper_net(seed=0, device="cpu") -> list:
     (:data:`CW_SETTINGS`). It tells the model's share of ``carlini2017-cw``'s gap from the
     attack's. Measured on these 900 attacks (``benchmarks/cw_budget.py --model``): LeNet-5 2.198
     (5 epochs of Adam) and 2.059 (this recipe), carlini-mnist 2.123 (Adam), 1.982 (this recipe) and
-    2.011 (this recipe with Nesterov momentum): the target is met by less than nearby trainings differ.
+    2.011 (this recipe with Nesterov momentum), all with the restart of every search round: the
+    target is met by less than nearby trainings differ. With the default warm-started rounds
+    (2026-12-03, recipe retrained on an AMD EPYC machine): 1.971 against the restart's 2.008.
     """
     from gibbon import data as gdata
     from gibbon import zoo
