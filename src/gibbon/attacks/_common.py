@@ -51,6 +51,11 @@ def scale(t: torch.Tensor, factor) -> torch.Tensor:
     return t * factor
 
 
+def where_samples(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``torch.where``: sample i of ``a`` where ``mask[i]`` (a ``[B]`` bool), else of ``b``."""
+    return torch.where(mask.reshape(-1, *([1] * (a.ndim - 1))), a, b)
+
+
 def project_in_box(x: torch.Tensor, delta: torch.Tensor, norm, eps, bounds) -> torch.Tensor:
     """Project ``delta`` onto the eps-ball, then into the box; returns the new ``delta``.
 

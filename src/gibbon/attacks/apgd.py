@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gibbon.attacks._common import clamp_to_box, default_generator, input_gradient, prepare, project_in_box, scale
+from gibbon.attacks._common import (clamp_to_box, default_generator, input_gradient, prepare, project_in_box, scale,
+                                    where_samples)
 from gibbon.attacks._loop import Best
 from gibbon.attacks.registry import AttackConfig, register
 from gibbon.core.checks import GibbonInputError
@@ -96,10 +97,6 @@ class _State:
         return _State(**{name: value[mask] for name, value in vars(self).items()})
 
 
-def _where(mask, a, b):
-    return torch.where(mask.reshape(-1, *([1] * (a.ndim - 1))), a, b)
-
-
 def _next_point(s: _State, norm, bounds, first: bool) -> torch.Tensor:
     """Algorithm 1's step ``z`` and momentum update (L-inf, L2); for L1 the 2021 paper's sparse step."""
     if norm.name == "l1":
@@ -128,7 +125,7 @@ def _checkpoint(s: _State, norm, interval: int) -> None:
         restart = halve_step(s.increases, interval, s.reduced, s.best_loss, s.best_at_check)
         s.step = torch.where(restart, s.step / 2, s.step)
         s.reduced, s.best_at_check, s.increases = restart, s.best_loss.clone(), torch.zeros_like(s.increases)
-    s.cur, s.grad = _where(restart, s.best, s.cur), _where(restart, s.best_grad, s.grad)
+    s.cur, s.grad = where_samples(restart, s.best, s.cur), where_samples(restart, s.best_grad, s.grad)
     s.loss = torch.where(restart, s.best_loss, s.loss)
 
 
@@ -160,7 +157,7 @@ def _run(model, x, labels, start, *, objective, succeeded, norm, eps, steps, bou
         s.increases = s.increases + (loss > s.loss)
         s.loss, s.grad = loss, grad
         up = loss > s.best_loss
-        s.best, s.best_grad = _where(up, s.cur, s.best), _where(up, grad, s.best_grad)
+        s.best, s.best_grad = where_samples(up, s.cur, s.best), where_samples(up, grad, s.best_grad)
         s.best_loss = torch.where(up, loss, s.best_loss)
         if i + 1 in marks:
             _checkpoint(s, norm, i + 1 - last_mark)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gibbon.attacks._common import default_generator, prepare
+from gibbon.attacks._common import default_generator, prepare, where_samples
 from gibbon.attacks.hopskipjump import _draw, _view, afford, boundary_search, decision, find_start
 from gibbon.attacks.registry import AttackConfig, register
 from gibbon.core.checks import GibbonInputError
@@ -143,7 +143,7 @@ def boundary(model, x, y, *, eps=None, norm="l2", max_queries: int = 10_000, ste
         factor = torch.where(full & (rate > 0.5), a, torch.where(full & (rate < 0.2), 1 / a, 1.0)).to(x.dtype)
         source[i] = source[i] * factor
         stats_source.clear(i[factor != 1])
-    return torch.where(found.reshape(-1, *([1] * (x.ndim - 1))), cur, x)
+    return where_samples(found, cur, x)
 
 
 @register("boundary")

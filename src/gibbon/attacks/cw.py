@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gibbon.attacks._common import prepare
+from gibbon.attacks._common import prepare, where_samples
 from gibbon.attacks.pgd import pgd
 from gibbon.attacks.registry import AttackConfig, register
 from gibbon.core.checks import GibbonInputError
@@ -179,7 +179,7 @@ def cw_l2(model, x, y, *, eps=None, norm="l2", steps: int = 1000, lr: float = 0.
         solved, w_end = _adam_run(model, x, y, target, const, best_dist, best_x, w_start, steps=steps, lr=lr,
                                   confidence=confidence, abort_early=abort_early, bounds=(lo, hi))
         if warm_start:  # refine a success where it ended; a failure restarts, whose large first steps reach further
-            w_start = torch.where(solved.view(-1, *[1] * (x.dim() - 1)), w_end, w_clean)
+            w_start = where_samples(solved, w_end, w_clean)
         upper = torch.where(solved, torch.minimum(upper, const), upper)
         lower = torch.where(solved, lower, torch.maximum(lower, const))
         const = torch.where(upper < 1e9, (lower + upper) / 2, const * 10)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gibbon.attacks._common import default_generator, input_gradient, prepare, scale
+from gibbon.attacks._common import default_generator, input_gradient, prepare, scale, where_samples
 from gibbon.attacks.registry import AttackConfig, register
 from gibbon.core.checks import GibbonInputError
 from gibbon.core.norms import get_norm
@@ -105,7 +105,7 @@ def _fab_run(model, x0, labels, start, *, norm, steps, max_bias, overshoot, back
         dist = norm.distance(x1 - x0)
         better = adv & (dist < best_d)
         best_x[better], best_d[better] = x1[better], dist[better]
-        x1 = torch.where(adv.reshape(-1, *([1] * (x0.ndim - 1))), x0 + backward_step * (x1 - x0), x1)
+        x1 = where_samples(adv, x0 + backward_step * (x1 - x0), x1)
     return best_x, best_d
 
 

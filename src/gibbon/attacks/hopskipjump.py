@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gibbon.attacks._common import default_generator, prepare
+from gibbon.attacks._common import default_generator, prepare, where_samples
 from gibbon.attacks.registry import AttackConfig, register
 from gibbon.core.checks import GibbonInputError
 from gibbon.core.norms import L2, LINF, get_norm
@@ -229,7 +229,7 @@ def hopskipjump(model, x, y, *, eps=None, norm="l2", max_queries: int = 10_000, 
         new_dist = norm.distance(cur[i] - x[i])
         better = new_dist < best_dist[i]
         best[i[better]], best_dist[i[better]] = cur[i[better]], new_dist[better]
-    return torch.where(found.reshape(-1, *([1] * (x.ndim - 1))), best, x)
+    return where_samples(found, best, x)
 
 
 @register("hopskipjump")
