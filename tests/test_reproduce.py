@@ -9,8 +9,6 @@ from gibbon import reproduce
 
 # Measured misses, kept visible rather than loosened (docs/reproduction.md explains each).
 KNOWN_MISSES = {
-    "carlini2017-cw": "mean L2 2.188 (target 2.0): converged C&W reaches 2.20 on our LeNet-5; on the paper's own "
-                      "network and training (carlini2017-cw-paper-net) the same attack gives 1.97",
     "papernot2017-substitute": "the oracle keeps 32-35% (target <= 30%) with the paper's settings against "
                                "tramer-b (substitute at the paper's 81%); an MLP trained on all of MNIST leaves 14.5%",
 }
