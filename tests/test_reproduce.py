@@ -32,22 +32,3 @@ def test_reproduction_meets_its_target(target_id):
     outcome = reproduce.run(target_id)
     failed = [r for r in outcome["rows"] if not r["ok"]]
     assert outcome["passed"], f"{target_id}: {failed}"
-
-
-def test_the_transfer_matrix_noise_floor_counts_what_random_signs_alone_fool():
-    import torch
-
-    from gibbon.reproductions.blackbox import _random_sign_rates
-
-    class FirstPixel(torch.nn.Module):  # class 1 once the first pixel passes 0.5: random signs flip half
-        def forward(self, x):
-            p = x.flatten(1)[:, :1]
-            return torch.cat([0.5 - p, p - 0.5], dim=1)
-
-    class Constant(torch.nn.Module):  # ignores its input: noise can never fool it
-        def forward(self, x):
-            return torch.tensor([[1.0, 0.0]]).expand(len(x), 2)
-
-    x, y = torch.full((400, 1, 4, 4), 0.4), torch.zeros(400, dtype=torch.long)
-    rates = _random_sign_rates({"first-pixel": FirstPixel(), "constant": Constant()}, x, y, 0.3, seed=0)
-    assert rates["constant"] == 0.0 and 0.4 < rates["first-pixel"] < 0.6, rates

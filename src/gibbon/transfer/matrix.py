@@ -12,6 +12,11 @@ non-differentiable techniques' black-box versions.
 
 Cell ``(source, target)``: the fraction of the images the target classifies correctly whose
 adversarial version, crafted on the source, it misclassifies (the paper's transfer rate).
+
+Each target also gets a *noise floor*: the same rate for a random perturbation of the attack's
+size (random signs at eps for L-inf, a random direction of length eps for L2), with no attack at
+all. A cell means transfer only by how far it rises above its target's floor: at eps 0.3 on
+MNIST, random signs alone fool linear models and trees on about 70% of their images.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 from torch import nn
 
 from gibbon.core.checks import GibbonInputError
+from gibbon.core.norms import get_norm
 from gibbon.oracles import Oracle
 from gibbon.transfer._batches import craft, predicted_labels
 
@@ -39,6 +45,7 @@ class TransferMatrix:
     queries: dict  # target -> rows sent to it
     substitutes: dict = field(default_factory=dict)  # black-box source -> {queries, agreement}
     settings: dict = field(default_factory=dict)
+    noise_floor: dict = field(default_factory=dict)  # target -> rate of a random perturbation of size eps
 
     def table(self) -> str:
         """The matrix as a Markdown table (rows: sources, columns: targets)."""
@@ -46,17 +53,35 @@ class TransferMatrix:
         rule = "|---|" + "---|" * len(self.targets)
         rows = [f"| {s} | " + " | ".join(f"{self.rates[s][t]:.1%}" for t in self.targets) + " |" for s in self.sources]
         clean = "| (clean accuracy) | " + " | ".join(f"{self.clean_accuracy[t]:.1%}" for t in self.targets) + " |"
-        return "\n".join([head, rule, *rows, clean])
+        floor = ["| (random noise of size eps, no attack) | "
+                 + " | ".join(f"{self.noise_floor[t]:.1%}" for t in self.targets) + " |"] if self.noise_floor else []
+        return "\n".join([head, rule, *rows, clean, *floor])
 
     def to_dict(self) -> dict:
         return {"sources": self.sources, "targets": self.targets, "rates": self.rates,
-                "clean_accuracy": self.clean_accuracy, "queries": self.queries, "substitutes": self.substitutes,
-                "settings": self.settings}
+                "clean_accuracy": self.clean_accuracy, "noise_floor": self.noise_floor, "queries": self.queries,
+                "substitutes": self.substitutes, "settings": self.settings}
 
     def to_json(self, path) -> None:
         from gibbon.reproduce import write_json
 
         write_json(Path(path), json.loads(json.dumps(self.to_dict(), default=float)))
+
+
+def random_perturbation(x: torch.Tensor, eps: float, norm: str, *, bounds=(0.0, 1.0),
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """``x`` moved to a random extreme point of its eps-ball, clipped into ``bounds``: the size of
+    perturbation a one-step attack makes, in a direction that knows nothing of the model.
+
+    L-inf: random signs (``eps * sign(g)``); L2: a random direction of length eps; L1: eps on one
+    random feature (the steepest-ascent step of a random gradient ``g``, as FGM takes for the
+    true one); L0: ``floor(eps)`` random features moved by uniform amounts.
+    """
+    threat = get_norm(norm)
+    if threat.name == "l0":
+        return (x + threat.sample(x, eps, generator)).clamp(*bounds)
+    g = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    return (x + eps * threat.ascent(g).to(x.device)).clamp(*bounds)
 
 
 def _differentiable(source) -> bool:
@@ -81,7 +106,8 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
             the seeds, 4,800 labels from 150), substitute_epochs: as :func:`gibbon.transfer.train_substitute`.
 
     Returns:
-        :class:`TransferMatrix`.
+        :class:`TransferMatrix`, with each target's noise floor (:func:`random_perturbation` at
+        eps, seeded with ``seed``): a cell is worth its rise above that floor.
 
     Example:
         >>> from gibbon.attacks import FGSM
@@ -100,6 +126,9 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
         raise GibbonInputError("transfer_matrix needs at least one source and one target")
     oracles = {name: model if isinstance(model, Oracle) else Oracle(model) for name, model in targets.items()}
     correct = {name: predicted_labels(o, x, batch_size) == y for name, o in oracles.items()}
+    noisy = random_perturbation(x, eps, norm, bounds=bounds, generator=torch.Generator().manual_seed(seed))
+    noise_floor = {name: _fooled_rate(predicted_labels(o, noisy, batch_size), y, correct[name])
+                   for name, o in oracles.items()}
     rates, substitutes = {}, {}
     for name, source in sources.items():
         if not _differentiable(source):
@@ -119,15 +148,17 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
             source = trained.substitute
         source = source.eval()
         adv = craft(source, attack, x, y, eps=eps, norm=norm, bounds=bounds, batch_size=batch_size, seed=seed)
-        rates[name] = {}
-        for target, oracle in oracles.items():
-            fooled = predicted_labels(oracle, adv, batch_size) != y
-            ok = correct[target]
-            rates[name][target] = float(fooled[ok].float().mean()) if bool(ok.any()) else 0.0
+        rates[name] = {target: _fooled_rate(predicted_labels(oracle, adv, batch_size), y, correct[target])
+                       for target, oracle in oracles.items()}
     return TransferMatrix(list(sources), list(targets), rates,
                           {t: float(c.float().mean()) for t, c in correct.items()},
                           {t: o.total for t, o in oracles.items()}, substitutes,
-                          {"eps": eps, "norm": norm, "n": len(x), "seed": seed})
+                          {"eps": eps, "norm": norm, "n": len(x), "seed": seed}, noise_floor)
+
+
+def _fooled_rate(predicted: torch.Tensor, y: torch.Tensor, correct: torch.Tensor) -> float:
+    """The fraction of the correctly classified images whose perturbed version is misclassified."""
+    return float((predicted[correct] != y[correct]).float().mean()) if bool(correct.any()) else 0.0
 
 
 def _num_classes(oracles: dict, x: torch.Tensor) -> int:
