@@ -40,6 +40,15 @@ LINF_NORMS = ("linf",)
 # ~500 steps before they move at all (200 steps on the digits MLP: mean L2 0.58 instead of 0.39).
 TANH_MARGIN = 1e-3
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # Kingma & Ba (2015), arXiv:1412.6980, algorithm 1
+# Early abort, checked every steps // 10 steps: a sample that has reached the goal in this round
+# stops once its loss fell by less than 0.01% (the authors' rule); one that has not stops once it
+# fell by less than 1%. A sample still failing on so flat a loss has settled near a
+# non-adversarial minimum (its c is too small), and its remaining steps do not change the round's
+# outcome for it: failed. Measured (Madry CNN, 100 images, 5 x 200 steps, c0 0.01): the two first
+# rounds solve 3 of 100 samples yet ran 22% of the whole budget; with this rule the attack runs
+# 0.38 of its row-steps instead of 0.55 and returns the same image for every sample (as on the
+# digits MLP, tests/attacks/test_cw.py, and LeNet-5's 900 targeted attacks, gibbon reproduce).
+ABORT_SOLVED, ABORT_FAILING = 1e-4, 1e-2
 
 
 def cw_margin(logits: torch.Tensor, labels: torch.Tensor, confidence: float = 0.0, targeted: bool = False):
@@ -110,8 +119,8 @@ def _adam_run(model, x, y, target, const, best_dist, best_x, w_start, *, steps, 
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         correction = (1 - b2**t) ** 0.5  # bias corrections folded into the step size
         w = w.addcdiv(m, v.sqrt().add_(ADAM_EPS * correction), value=-lr * correction / (1 - b1**t))
-        if abort_early and t % check == 0:  # stop samples whose loss fell by < 0.01% in steps/10 steps
-            keep = loss <= prev * 0.9999
+        if abort_early and t % check == 0:  # stop samples whose loss barely fell in steps/10 steps
+            keep = loss <= prev * torch.where(solved[idx], 1 - ABORT_SOLVED, 1 - ABORT_FAILING)
             prev = loss
             if not bool(keep.all()):
                 if not bool(keep.any()):
@@ -138,7 +147,9 @@ def cw_l2(model, x, y, *, eps=None, norm="l2", steps: int = 1000, lr: float = 0.
         initial_const: the first ``c`` (paper: 1e-3); multiplied by 10 until an upper bound is found,
             then bisected.
         confidence: kappa, the margin the goal must hold with (paper: 0).
-        abort_early: end a sample's round once its loss fell by less than 0.01% in ``steps // 10`` steps.
+        abort_early: end a sample's round once its loss fell by less than 0.01% in ``steps // 10``
+            steps (the authors' rule), or by less than 1% while it has not reached the goal in
+            this round (its c is too small: see :data:`ABORT_FAILING`).
         warm_start: after a round the sample solved, start the next (smaller ``c``) where that
             round ended, Adam's moments reset; after a failed round, and always when ``False``,
             restart from the clean input as the authors' code does. Until its first success a
@@ -150,7 +161,8 @@ def cw_l2(model, x, y, *, eps=None, norm="l2", steps: int = 1000, lr: float = 0.
             900 targeted attacks (``gibbon reproduce``): same success as the restart, mean L2
             1.971 vs 2.008 on ``carlini-mnist`` and 2.188 vs 2.196 on LeNet-5; Madry CNN, 100
             untargeted (``benchmarks/bench_minimal.py --only cw``): 0.86x the restart's time and
-            0.48x Foolbox's, paired L2 ratio 1.000 and 0.998.
+            0.48x Foolbox's, paired L2 ratio 1.000 and 0.998 (0.39x Foolbox's on 2026-12-06,
+            with the abort of :data:`ABORT_FAILING`).
         target: target classes ``(B,)`` for a targeted attack, else None.
         bounds: valid input box. generator: unused (deterministic), accepted for a uniform API.
 
