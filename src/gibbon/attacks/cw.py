@@ -46,8 +46,9 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # Kingma & Ba (2015), arXiv:1412.6980
 # non-adversarial minimum (its c is too small), and its remaining steps do not change the round's
 # outcome for it: failed. Measured (Madry CNN, 100 images, 5 x 200 steps, c0 0.01): the two first
 # rounds solve 3 of 100 samples yet ran 22% of the whole budget; with this rule the attack runs
-# 0.38 of its row-steps instead of 0.55 and returns the same image for every sample (as on the
-# digits MLP, tests/attacks/test_cw.py, and LeNet-5's 900 targeted attacks, gibbon reproduce).
+# 0.38 of its row-steps instead of 0.55 and returns the same image for every sample, as on the
+# digits MLP (tests/attacks/test_cw.py); LeNet-5's 900 targeted attacks give the same numbers to
+# three decimals, carlini-mnist's a 0.07% larger average case (1.9593 against 1.9579), all solved.
 ABORT_SOLVED, ABORT_FAILING = 1e-4, 1e-2
 
 
