@@ -230,16 +230,14 @@ def _cw_targeted_rows(hit: torch.Tensor, dist: torch.Tensor, *, average_target: 
     n = len(hit)
     best, worst = dist.min(1).values, dist.max(1).values
     best_l2, mean_l2 = float(best[best.isfinite()].mean()), float(dist[hit].mean())
-    average = (_row("C&W L2 targeted average case mean L2 (all successful targets)", 1.76, mean_l2, "record", True)
-               if average_target is None else
-               _row("C&W L2 targeted average case mean L2 (all successful targets)", 1.76, mean_l2,
-                    f"<= {average_target}", mean_l2 <= average_target))
+    held = average_target is not None
     return [
         _row(f"C&W L2 targeted success ({n} images x 9 targets)", "100%", hit.float().mean(), ">= 99%",
              hit.float().mean() >= 0.99),
         _row("C&W L2 targeted best case mean L2 (easiest target per image)", 1.36, best_l2, "<= 2.0",
              best_l2 <= 2.0),
-        average,
+        _row("C&W L2 targeted average case mean L2 (all successful targets)", 1.76, mean_l2,
+             f"<= {average_target}" if held else "record", not held or mean_l2 <= average_target),
         _row("C&W L2 targeted worst case mean L2 (hardest target, all 9 hit)", 2.60, worst[hit.all(1)].mean(),
              "record", True),
     ]
