@@ -43,7 +43,7 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # Kingma & Ba (2015), arXiv:1412.6980
 # Early abort, checked every steps // 10 steps: a sample that has reached the goal in this round
 # stops once its loss fell by less than 0.01% (the authors' rule); one that has not stops once it
 # fell by less than 1%. A sample still failing on so flat a loss has settled near a
-# non-adversarial minimum (its c is too small), and its remaining steps do not change the round's
+# non-adversarial minimum (its c is too small), and its remaining steps seldom change the round's
 # outcome for it: failed. Measured (Madry CNN, 100 images, 5 x 200 steps, c0 0.01): the two first
 # rounds solve 3 of 100 samples yet ran 22% of the whole budget; with this rule the attack runs
 # 0.38 of its row-steps instead of 0.55 and returns the same image for every sample, as on the
