@@ -93,6 +93,10 @@ def test_a_black_box_source_needs_seed_images(setting):
     mlp, lr, _, test = setting
     with pytest.raises(GibbonInputError, match="substitute_seed_x"):
         transfer_matrix({"lr": lr}, {"mlp": mlp}, FGSM(), test.x[:10], test.y[:10], eps=0.3)
+    with pytest.raises(GibbonInputError, match="eps must be >= 0"):
+        transfer_matrix({"mlp": mlp}, {"mlp": mlp}, FGSM(), test.x[:10], test.y[:10], eps=-0.3)
+    with pytest.raises(GibbonInputError, match="unknown norm"):
+        transfer_matrix({"mlp": mlp}, {"mlp": mlp}, FGSM(), test.x[:10], test.y[:10], eps=0.3, norm="l3")
 
 
 def test_cli_prints_and_saves_the_matrix(tmp_path, monkeypatch, capsys):

@@ -124,6 +124,12 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
 
     if not sources or not targets:
         raise GibbonInputError("transfer_matrix needs at least one source and one target")
+    if not eps >= 0:
+        raise GibbonInputError(f"eps must be >= 0 (the attack's budget), got {eps!r}")
+    try:
+        norm = get_norm(norm).name
+    except ValueError as err:
+        raise GibbonInputError(str(err)) from None
     oracles = {name: model if isinstance(model, Oracle) else Oracle(model) for name, model in targets.items()}
     correct = {name: predicted_labels(o, x, batch_size) == y for name, o in oracles.items()}
     noisy = random_perturbation(x, eps, norm, bounds=bounds, generator=torch.Generator().manual_seed(seed))
