@@ -93,8 +93,9 @@ def papernot2016_transferability(seed=0, device="cpu") -> list:
 
     Recorded beside the matrix: the same rate for random signs at the same eps (no attack at
     all), each target's noise floor (:func:`gibbon.transfer.transfer_matrix` reports it). Measured
-    (2026-12-06): DNN 3.1%, LR 66.6%, SVM 66.4%, DT 75.3%, kNN 1.4%. So most of what fools LR, SVM and DT at eps 0.3 is noise of that size, not transfer,
-    while kNN, like the DNN, shrugs off the noise.
+    (2026-12-06): DNN 3.1%, LR 66.6%, SVM 66.4%, DT 75.3%, kNN 1.4%. So most of what fools LR,
+    SVM and DT at eps 0.3 is noise of that size, not transfer, while kNN, like the DNN, shrugs off
+    the noise.
     """
     from gibbon import data as gdata
     from gibbon import zoo
