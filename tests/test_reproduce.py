@@ -7,11 +7,8 @@ import pytest
 from gibbon import reproduce
 
 
-# Measured misses, kept visible rather than loosened (docs/reproduction.md explains each).
-KNOWN_MISSES = {
-    "papernot2017-substitute": "the oracle keeps 32-35% (target <= 30%) with the paper's settings against "
-                               "tramer-b (substitute at the paper's 81%); an MLP trained on all of MNIST leaves 14.5%",
-}
+# Measured misses, kept visible rather than loosened (docs/reproduction.md explains each): none now.
+KNOWN_MISSES: dict[str, str] = {}
 
 
 def test_every_target_is_listed_with_a_citation():

@@ -31,6 +31,13 @@ Two readings of the paper matter here (measured in ``docs/reproduction.md``):
 Learning", arXiv:1605.07277, section 4.1): from round ``sigma`` on, only ``kappa`` randomly
 chosen points of ``S_rho`` are augmented, so queries grow linearly instead of doubling.
 
+*Shifted training copies* (``shift=``, not in the paper): each batch of the substitute's
+training set is shown shifted by a few random pixels, with the labels the oracle gave the
+unshifted points. The substitute learns that a digit moved by a pixel keeps its label without
+paying a query for it, generalises from its few thousand labels much better (MNIST: 81% to
+86% test accuracy at 9,600 labels) and its FGSM examples transfer much better (measured in
+``docs/reproduction.md``).
+
 Under a shared query budget (``Oracle(max_total=...)``, or a remote API's per-token budget seen
 through :class:`~gibbon.oracles.HttpOracle`) the augmentation labels only what is left, keeping
 back ``reserve`` queries, and training stops once nothing is left: the result says so
@@ -45,6 +52,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gibbon.core.checks import GibbonInputError
+from gibbon.data.augment import check_shift, shift_objective
 from gibbon.oracles import as_oracle
 from gibbon.transfer._batches import craft, predicted_labels
 
@@ -99,7 +107,7 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
                      lr: float = 1e-3, optimizer: str = "adam", reservoir_from: int | None = None,
                      reservoir_size: int = 400, bounds=(0.0, 1.0), classes=None, seed: int = 0, progress: bool = False,
                      query_batch: int = 512, first_sign: int = 1, jacobian: str = "probability",
-                     reserve: int = 0) -> SubstituteResult:
+                     shift: int = 0, reserve: int = 0) -> SubstituteResult:
     """Algorithm 1 of Papernot et al. 2017: substitute training with Jacobian-based augmentation.
 
     Args:
@@ -116,6 +124,14 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
         jacobian: ``"probability"`` (the paper's ``F``) or ``"logit"``; see :func:`jacobian_augmentation`.
         epochs, batch_size, lr, optimizer: substitute training per round, as :func:`gibbon.zoo.fit`
             (default: 10 epochs of Adam at 1e-3, batch 128, as CleverHans' tutorial).
+        shift: train on copies of each batch shifted by up to ``shift`` pixels
+            (:func:`gibbon.data.augment.random_shift`, filled with the box's lower bound), the
+            adversary's prior that a slightly moved image keeps its label. It asks no queries
+            and leaves the augmentation's points unshifted. 0 (the default): the paper's
+            Algorithm 1 as written. On 28x28 MNIST, 2 cuts the oracle's accuracy on the
+            transferred FGSM examples by 8 to 12 points against each of three CNN oracles (1 does
+            as well against the one tried, 3 hardly helps; ``docs/reproduction.md``). On the 8x8
+            digits 1 is already too coarse.
         reservoir_from: sigma, the first round of reservoir sampling (None: always double).
         reservoir_size: kappa, points augmented per round once reservoir sampling is on.
         bounds: input box. classes: class names (default: ``0..K-1`` from the first answer).
@@ -132,6 +148,7 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
     if rounds < 0 or epochs < 1 or step <= 0 or len(seed_x) == 0:
         raise GibbonInputError("train_substitute needs rounds >= 0, epochs >= 1, step > 0 and seed images")
     check_jacobian(jacobian)
+    objective = shift_objective(shift, fill=float(bounds[0])) if check_shift(shift) else None
     oracle = as_oracle(oracle)
     generator = torch.Generator().manual_seed(seed)
     start_total = oracle.total
@@ -150,7 +167,7 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
         t0 = time.perf_counter()
         data = Dataset("substitute", "train", points, labels, tuple(classes), tuple(bounds))
         zoo.fit(substitute, data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                seed=seed + rho, progress=progress)
+                objective=objective, seed=seed + rho, progress=progress)
         substitute.eval()
         history.append({"round": rho, "points": len(points), "queries": oracle.total - start_total,
                         "seconds": time.perf_counter() - t0})
