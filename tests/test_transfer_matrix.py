@@ -36,6 +36,7 @@ def test_matrix_of_a_network_and_a_black_box_source_over_three_targets(setting):
     assert m.rates["mlp"]["tree"] >= 0.5 and m.rates["tree"]["tree"] >= 0.7, m.rates
     assert all(m.clean_accuracy[t] >= 0.8 for t in m.targets), m.clean_accuracy
     assert m.substitutes["tree"]["queries"] == 100 * 2 ** 3 and m.substitutes["tree"]["agreement"] >= 0.6
+    assert m.substitutes["tree"]["shift"] == 0  # Algorithm 1 as written unless asked
     assert m.queries == {"mlp": 800, "lr": 800, "tree": 800}  # clean, the noise floor, one batch per source
     # measured noise floors (random signs at 0.3): mlp 0.330, lr 0.107, tree 0.560; every cell of the
     # white-box source rises well above its target's floor
@@ -97,6 +98,16 @@ def test_a_black_box_source_needs_seed_images(setting):
         transfer_matrix({"mlp": mlp}, {"mlp": mlp}, FGSM(), test.x[:10], test.y[:10], eps=-0.3)
     with pytest.raises(GibbonInputError, match="unknown norm"):
         transfer_matrix({"mlp": mlp}, {"mlp": mlp}, FGSM(), test.x[:10], test.y[:10], eps=0.3, norm="l3")
+    with pytest.raises(GibbonInputError, match="whole number of pixels"):
+        transfer_matrix({"lr": lr}, {"mlp": mlp}, FGSM(), test.x[:10], test.y[:10], eps=0.3,
+                        substitute_seed_x=test.x[10:20], substitute_shift=-1)
+
+
+def test_the_substitutes_can_train_on_shifted_copies_at_no_extra_queries(setting):
+    _, lr, tree, test = setting
+    m = transfer_matrix({"tree": tree}, {"lr": lr}, FGSM(), test.x[100:150], test.y[100:150], eps=0.3,
+                        substitute_seed_x=test.x[:100], substitute_rounds=1, substitute_epochs=2, substitute_shift=1)
+    assert m.substitutes["tree"]["shift"] == 1 and m.substitutes["tree"]["queries"] == 100 * 2
 
 
 def test_cli_prints_and_saves_the_matrix(tmp_path, monkeypatch, capsys):
@@ -116,3 +127,5 @@ def test_cli_prints_and_saves_the_matrix(tmp_path, monkeypatch, capsys):
     assert result["rates"]["lr"]["lr"] >= 0.5, result["rates"]
     assert "| source \\ target | lr | tree |" in capsys.readouterr().out
     assert cli("transfer", "--source", "nonsense", "--target", "x=y", "--dataset", "digits") == 2
+    assert cli("transfer", "--source", f"lr=sklearn:{tmp_path / 'lr.skops'}", "--target", f"lr=sklearn:{tmp_path / 'lr.skops'}",
+               "--dataset", "digits", "--substitute-shift", "-1") == 2

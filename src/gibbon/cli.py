@@ -503,6 +503,7 @@ def transfer(
     dataset: str = DatasetOpt,
     n: int = typer.Option(1000, "--n", help="Test images attacked (after the substitutes' seed images)."),
     seed_images: int = typer.Option(150, "--seed-images", help="Seed images of the substitutes of black-box sources."),
+    substitute_shift: int = typer.Option(0, "--substitute-shift", help="Train those substitutes on copies shifted by up to N pixels (as `gibbon substitute --shift`; 0: the paper's algorithm)."),
     attack_spec: str = typer.Option("fgsm", "--attack", help="White-box attack NAME[:key=value,...]."),
     eps: float = typer.Option(0.3, "--eps", help="The attack's budget."),
     norm: str = typer.Option("linf", "--norm", help="linf, l2, l1 or l0."),
@@ -527,7 +528,7 @@ def transfer(
         raise GibbonInputError(f"{dataset} has {len(test)} test images: fewer than --seed-images + 1")
     matrix = transfer_matrix(sources, targets, attack_cfg, test.x[seed_images:], test.y[seed_images:], eps=eps,
                              norm=norm, bounds=test.bounds, batch_size=batch_size, seed=seed,
-                             substitute_seed_x=test.x[:seed_images])
+                             substitute_seed_x=test.x[:seed_images], substitute_shift=substitute_shift)
     out.print(matrix.table())
     if json_path is not None:
         matrix.to_json(json_path)

@@ -43,7 +43,7 @@ class TransferMatrix:
     rates: dict  # source -> target -> transfer rate
     clean_accuracy: dict  # target -> accuracy on the clean images
     queries: dict  # target -> rows sent to it
-    substitutes: dict = field(default_factory=dict)  # black-box source -> {queries, agreement}
+    substitutes: dict = field(default_factory=dict)  # black-box source -> {arch, queries, agreement, shift}
     settings: dict = field(default_factory=dict)
     noise_floor: dict = field(default_factory=dict)  # target -> rate of a random perturbation of size eps
 
@@ -92,7 +92,8 @@ def _differentiable(source) -> bool:
 def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                     norm: str = "linf", bounds=(0.0, 1.0), batch_size: int = 250, seed: int = 0,
                     substitute_seed_x: torch.Tensor | None = None, substitute_arch: str = "mlp-200-200",
-                    substitute_rounds: int = 5, substitute_epochs: int = 10) -> TransferMatrix:
+                    substitute_rounds: int = 5, substitute_epochs: int = 10,
+                    substitute_shift: int = 0) -> TransferMatrix:
     """Transfer rate of ``attack`` from every source to every target.
 
     Args:
@@ -103,7 +104,8 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
         x, y: images attacked and their true labels. eps, norm: the attack's budget.
         substitute_seed_x: the seed images of the substitutes (needed iff a source is a black
             box; keep them apart from ``x``). substitute_arch, substitute_rounds (5: 32 times
-            the seeds, 4,800 labels from 150), substitute_epochs: as :func:`gibbon.transfer.train_substitute`.
+            the seeds, 4,800 labels from 150), substitute_epochs, substitute_shift (its ``shift``:
+            0, Algorithm 1 as written): as :func:`gibbon.transfer.train_substitute`.
 
     Returns:
         :class:`TransferMatrix`, with each target's noise floor (:func:`random_perturbation` at
@@ -120,6 +122,7 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
     """
     from gibbon import zoo
     from gibbon.data import Dataset
+    from gibbon.data.augment import check_shift
     from gibbon.transfer.substitute import train_substitute
 
     if not sources or not targets:
@@ -130,6 +133,7 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
         norm = get_norm(norm).name
     except ValueError as err:
         raise GibbonInputError(str(err)) from None
+    check_shift(substitute_shift)
     oracles = {name: model if isinstance(model, Oracle) else Oracle(model) for name, model in targets.items()}
     correct = {name: predicted_labels(o, x, batch_size) == y for name, o in oracles.items()}
     noisy = random_perturbation(x, eps, norm, bounds=bounds, generator=torch.Generator().manual_seed(seed))
@@ -147,10 +151,12 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
                 torch.manual_seed(seed)
                 model = zoo.build(substitute_arch, like)
             trained = train_substitute(source, substitute_seed_x, model, rounds=substitute_rounds,
-                                       epochs=substitute_epochs, bounds=bounds, classes=like.classes, seed=seed)
+                                       epochs=substitute_epochs, shift=substitute_shift, bounds=bounds,
+                                       classes=like.classes, seed=seed)
             agree = float((predicted_labels(trained.substitute, x, batch_size)
                            == predicted_labels(Oracle(source), x, batch_size)).float().mean())
-            substitutes[name] = {"arch": substitute_arch, "queries": trained.queries, "agreement": agree}
+            substitutes[name] = {"arch": substitute_arch, "queries": trained.queries, "agreement": agree,
+                                 "shift": substitute_shift}
             source = trained.substitute
         source = source.eval()
         adv = craft(source, attack, x, y, eps=eps, norm=norm, bounds=bounds, batch_size=batch_size, seed=seed)
