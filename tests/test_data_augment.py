@@ -43,7 +43,7 @@ def test_the_same_generator_state_gives_the_same_shifts_and_zero_is_the_identity
     assert random_shift(x, 0) is x
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, True])
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2", None])
 def test_a_bad_shift_says_what_it_must_be(bad):
     with pytest.raises(GibbonInputError, match="whole number of pixels >= 0"):
         random_shift(torch.rand(2, 1, 4, 4), bad)

@@ -20,7 +20,11 @@ from gibbon.core.checks import GibbonInputError
 
 def check_shift(max_shift) -> int:
     """``max_shift`` as an int, or a :class:`GibbonInputError` saying what it must be."""
-    if isinstance(max_shift, bool) or int(max_shift) != max_shift or max_shift < 0:
+    try:
+        whole = not isinstance(max_shift, bool) and int(max_shift) == max_shift and max_shift >= 0
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
         raise GibbonInputError(f"shift must be a whole number of pixels >= 0 (0: no shifts), got {max_shift!r}")
     return int(max_shift)
 
