@@ -1,4 +1,5 @@
-"""The two batched loops every transfer pipeline runs: predictions, and crafting on a source."""
+"""What every transfer pipeline runs: batched predictions, crafting on a source, and the rate the
+transferred examples fool a target."""
 
 from __future__ import annotations
 
@@ -21,3 +22,9 @@ def craft(model, attack, x: torch.Tensor, y: torch.Tensor, *, eps, norm, bounds,
         gen = torch.Generator().manual_seed(seed + i)
         out.append(attack(model, xb, yb, eps=eps, norm=norm, bounds=bounds, generator=gen).detach())
     return torch.cat(out)
+
+
+def fooled_rate(predicted: torch.Tensor, y: torch.Tensor, correct: torch.Tensor) -> float:
+    """The fraction of the images a target got right (``correct``) whose perturbed version it now
+    gets wrong (``predicted != y``): the transfer success rate; 0 if it got none right."""
+    return float((predicted[correct] != y[correct]).float().mean()) if bool(correct.any()) else 0.0

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from gibbon.core.checks import GibbonInputError
-from gibbon.transfer._batches import craft, predicted_labels
+from gibbon.transfer._batches import craft, fooled_rate, predicted_labels
 
 FUSIONS = ("logits", "probabilities")
 
@@ -92,6 +92,6 @@ def ensemble_transfer(sources: dict, target, attack, x: torch.Tensor, y: torch.T
         single[name] = float((predicted_labels(target, adv, batch_size) == y).float().mean())
     ensemble = Ensemble(list(sources.values()), fusion=fusion)
     adv = craft(ensemble, attack, x, y, eps=eps, norm=norm, bounds=bounds, batch_size=batch_size, seed=seed)
-    hit = predicted_labels(target, adv, batch_size) == y
-    success = float((~hit[correct]).float().mean()) if bool(correct.any()) else 0.0
-    return TransferResult(float(correct.float().mean()), float(hit.float().mean()), single, success)
+    predicted = predicted_labels(target, adv, batch_size)
+    return TransferResult(float(correct.float().mean()), float((predicted == y).float().mean()), single,
+                          fooled_rate(predicted, y, correct))

@@ -31,7 +31,7 @@ from torch import nn
 from gibbon.core.checks import GibbonInputError
 from gibbon.core.norms import get_norm
 from gibbon.oracles import Oracle
-from gibbon.transfer._batches import craft, predicted_labels
+from gibbon.transfer._batches import craft, fooled_rate, predicted_labels
 
 
 @dataclass
@@ -137,7 +137,7 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
     oracles = {name: model if isinstance(model, Oracle) else Oracle(model) for name, model in targets.items()}
     correct = {name: predicted_labels(o, x, batch_size) == y for name, o in oracles.items()}
     noisy = random_perturbation(x, eps, norm, bounds=bounds, generator=torch.Generator().manual_seed(seed))
-    noise_floor = {name: _fooled_rate(predicted_labels(o, noisy, batch_size), y, correct[name])
+    noise_floor = {name: fooled_rate(predicted_labels(o, noisy, batch_size), y, correct[name])
                    for name, o in oracles.items()}
     rates, substitutes = {}, {}
     for name, source in sources.items():
@@ -160,17 +160,13 @@ def transfer_matrix(sources: dict, targets: dict, attack, x: torch.Tensor, y: to
             source = trained.substitute
         source = source.eval()
         adv = craft(source, attack, x, y, eps=eps, norm=norm, bounds=bounds, batch_size=batch_size, seed=seed)
-        rates[name] = {target: _fooled_rate(predicted_labels(oracle, adv, batch_size), y, correct[target])
+        rates[name] = {target: fooled_rate(predicted_labels(oracle, adv, batch_size), y, correct[target])
                        for target, oracle in oracles.items()}
     return TransferMatrix(list(sources), list(targets), rates,
                           {t: float(c.float().mean()) for t, c in correct.items()},
                           {t: o.total for t, o in oracles.items()}, substitutes,
                           {"eps": eps, "norm": norm, "n": len(x), "seed": seed}, noise_floor)
 
-
-def _fooled_rate(predicted: torch.Tensor, y: torch.Tensor, correct: torch.Tensor) -> float:
-    """The fraction of the correctly classified images whose perturbed version is misclassified."""
-    return float((predicted[correct] != y[correct]).float().mean()) if bool(correct.any()) else 0.0
 
 
 def _num_classes(oracles: dict, x: torch.Tensor) -> int:

@@ -54,7 +54,7 @@ import torch
 from gibbon.core.checks import GibbonInputError
 from gibbon.data.augment import check_shift, shift_objective
 from gibbon.oracles import as_oracle
-from gibbon.transfer._batches import craft, predicted_labels
+from gibbon.transfer._batches import craft, fooled_rate, predicted_labels
 
 
 @dataclass
@@ -234,6 +234,6 @@ def substitute_attack(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module,
     result.agreement = float((sub_pred == oracle_pred).float().mean())
     result.oracle_accuracy = float(correct.float().mean())
     result.adversarial_accuracy = float((adv_pred == eval_y).float().mean())
-    result.transfer_success = float((adv_pred[correct] != eval_y[correct]).float().mean()) if correct.any() else 0.0
+    result.transfer_success = fooled_rate(adv_pred, eval_y, correct)
     result.attack_queries = oracle.total - before
     return result
