@@ -27,6 +27,11 @@ MAIN_EPS = [0.1, 0.2, 0.3]
 SeedOpt = typer.Option(0, "--seed", help="Seed for every random choice (training order, random starts).")
 BatchOpt = typer.Option(250, "--batch-size", help="Mini-batch size for attacks and evaluation.")
 DeviceOpt = typer.Option(None, "--device", help="cuda, cuda:1, cpu ... (default: cuda if available, else cpu).")
+RemediesOpt = typer.Option("auto", "--remedies", help="Remedies the adaptive evaluation may apply: auto (each where a "
+                           "check calls for it), none, or a comma list of bpda, eot, margin, log-probabilities, "
+                           "gradient-free, surrogate.")
+AdaptiveSuiteOpt = typer.Option("reliable", "--suite", help="Suite run on the samples every other attack left robust "
+                                "(deterministic models), folded into the adaptive worst case: reliable, quick or none.")
 DatasetOpt = typer.Option("mnist", "--dataset", help="digits, mnist, cifar10, synthetic or npz:PATH.")
 SplitOpt = typer.Option("test", "--split", help="train, val or test.")
 ModelOpt = typer.Option(..., "--model", help="PATH.safetensors, or pkg.module:factory with --weights.")
@@ -82,11 +87,13 @@ def load_oracle(spec: str):
 def check_model_fits(model, data) -> None:
     import torch
 
+    from gibbon.evaluation.adapters import scores_of
+
     params = list(model.parameters()) if hasattr(model, "parameters") else []
     with torch.no_grad():
         try:
-            logits = model(data.x[:2].to(params[0].device if params else "cpu"))
-        except RuntimeError as err:
+            logits = scores_of(model(data.x[:2].to(params[0].device if params else "cpu")))
+        except (RuntimeError, ValueError, TypeError) as err:
             raise GibbonInputError(
                 f"the model does not accept {data.name} inputs of shape {tuple(data.x.shape[1:])} "
                 f"({str(err).splitlines()[0]}); pick the dataset the model was trained on"
@@ -258,6 +265,10 @@ def evaluate(
     suite: Optional[str] = typer.Option(None, "--suite", help="reliable (AutoAttack's ensemble) or quick; implies --cascade."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Resume file for long evaluations."),
+    adaptive: bool = typer.Option(False, "--adaptive", help="Adaptive evaluation (as `gibbon diagnose`): the masking "
+                                  "checks, the remedies they call for (BPDA, EOT, margin loss, gradient-free, "
+                                  "surrogate) and the per-sample worst case over all of them; one --eps, linf."),
+    remedies: str = RemediesOpt,
     seed: int = SeedOpt,
     batch_size: int = BatchOpt,
     device: Optional[str] = DeviceOpt,
@@ -273,6 +284,9 @@ def evaluate(
     check_seed_and_batch(seed, batch_size)
     device = resolve_device(device)
     norm = get_norm(norm).name
+    if adaptive:
+        return _evaluate_adaptive(model_spec, weights, oracle_spec, dataset, split, n, attack, eps, norm, suite,
+                                  remedies, json_path, seed, batch_size, device)
     configs = [parse_attack(spec) for spec in (suite_attacks(suite) if suite else []) + list(attack)]
     resolved = resolve_attacks(configs, norm, targeted=False)  # fail fast on a norm the attack does not define
     if oracle_spec is not None and gradient is None:
@@ -317,6 +331,30 @@ def evaluate(
     if json_path is not None:
         report.to_json(json_path)
         out.print(f"report written to {json_path}")
+
+
+def _evaluate_adaptive(model_spec, weights, oracle_spec, dataset, split, n, attack, eps, norm, suite, remedies,
+                       json_path, seed, batch_size, device):
+    from gibbon import data as gdata
+    from gibbon.evaluation.remedies import parse_remedies
+
+    parse_remedies(remedies)  # fail fast, before any model is loaded
+    if attack:
+        raise GibbonInputError("--adaptive chooses its own attacks; drop --attack (or drop --adaptive)")
+    if len(eps) != 1 or norm != "linf":
+        raise GibbonInputError("--adaptive takes exactly one --eps and the linf norm (e.g. --adaptive --eps 0.3)")
+    if (model_spec is None) == (oracle_spec is None):
+        raise GibbonInputError("--adaptive needs the model to evaluate: pass --model (or --oracle)")
+    data = gdata.load(dataset, split)
+    model = load_oracle(oracle_spec) if oracle_spec is not None else load_model(model_spec, weights, device).eval()
+    check_model_fits(model, data)
+    report = _run_diagnosis(model, data, eps=eps[0], n=len(data) if n is None else n, batch_size=batch_size,
+                            seed=seed, device=device, square_queries=1000, transfer_from=None, substitute=False,
+                            remedies=remedies, suite=suite or "reliable", json_path=json_path,
+                            described={"model": model_spec or oracle_spec, "adaptive": True})
+    low, high = report.adaptive_interval
+    out.print(f"adaptive robust accuracy at linf eps {eps[0]:g}: {report.adaptive_robust_accuracy:.2%} "
+              f"[{low:.1%}, {high:.1%}] ({report.verdict})", highlight=False)
 
 
 @app.command()
@@ -442,16 +480,21 @@ def diagnose(
     substitute_check: bool = typer.Option(False, "--substitute", help="Also run Papernot's substitute attack (minutes)."),
     transform: Optional[str] = typer.Option(None, "--transform", help="Put an input transformation in front of the "
                                             "model, NAME[:key=value,...] (see gibbon.defenses.transforms)."),
+    remedies: str = RemediesOpt,
+    suite: str = AdaptiveSuiteOpt,
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the diagnosis as JSON here."),
     seed: int = SeedOpt,
     batch_size: int = BatchOpt,
     device: Optional[str] = DeviceOpt,
 ):
-    """Gradient-masking diagnostics: a checklist of findings and a verdict (exit code 0 either way)."""
+    """Gradient-masking diagnostics: a checklist of findings, the remedies applied, the adaptive robust
+    accuracy and a verdict (exit code 0 either way)."""
     from gibbon import data as gdata
-    from gibbon.evaluation.diagnose import diagnose as run_diagnose
+
+    from gibbon.evaluation.remedies import parse_remedies
 
     check_seed_and_batch(seed, batch_size)
+    parse_remedies(remedies)  # fail fast, before any model is loaded
     if n < 1 or square_queries < 1:
         raise GibbonInputError("--n and --square-queries must be >= 1")
     device = resolve_device(device)
@@ -463,18 +506,28 @@ def diagnose(
     data = gdata.load(dataset, split)
     check_model_fits(model, data)
     source = None if transfer_from is None else load_model(transfer_from, None, device).eval()
-    report = run_diagnose(model, data, eps=eps, n=n, batch_size=batch_size, seed=seed, device=device,
-                          square_queries=square_queries, transfer_from=source, substitute=substitute_check,
-                          progress=True)
+    _run_diagnosis(model, data, eps=eps, n=n, batch_size=batch_size, seed=seed, device=device,
+                   square_queries=square_queries, transfer_from=source, substitute=substitute_check,
+                   remedies=remedies, suite=suite, json_path=json_path,
+                   described={"model": model_spec, "transform": transform})
+
+
+def _run_diagnosis(model, data, *, json_path, described: dict, **kwargs):
+    """diagnose + adaptive evaluation, printed and optionally written as JSON (`diagnose`, `evaluate --adaptive`)."""
+    from gibbon.evaluation.diagnose import diagnose as run_diagnose
+
+    report = run_diagnose(model, data, progress=True, **{**kwargs, "suite": None if kwargs["suite"] == "none"
+                                                         else kwargs["suite"]})
     for name, acc in report.accuracies.items():
         low, high = acc["interval"]
-        out.print(f"{name:<20s} {acc['accuracy']:7.2%}  [{low:.1%}, {high:.1%}]", highlight=False)
+        out.print(f"{name:<28s} {acc['accuracy']:7.2%}  [{low:.1%}, {high:.1%}]", highlight=False)
     out.print(report.checklist(), highlight=False, markup=False)  # "[ok]" is not a rich style tag
     if json_path is not None:
         from gibbon.evaluation.report import jsonable, write_json_atomic
 
-        write_json_atomic(json_path, jsonable({"model": model_spec, "transform": transform, **report.to_dict()}))
+        write_json_atomic(json_path, jsonable({**described, **report.to_dict()}))
         out.print(f"diagnosis written to {json_path}")
+    return report
 
 
 def _load_any(spec: str):

@@ -73,8 +73,13 @@ class Detached(nn.Module):
         return self.inner(x.detach())
 
 
-def _run(model, test_set):
-    return diagnose(model, test_set, eps=EPS, n=N, square_queries=QUERIES, probe_samples=100)
+def _run(model, test_set, **kw):
+    return diagnose(model, test_set, eps=EPS, n=N, square_queries=QUERIES, probe_samples=100,
+                    **{"suite": None, **kw})
+
+
+def _finding(report, check):
+    return next(f for f in report.findings if f.check == check)
 
 
 def _flagged(report):
@@ -118,9 +123,13 @@ def test_randomized_model_is_flagged_with_eot_advice(honest, test_set):
 def test_cut_gradient_path_is_flagged(honest, test_set):
     report = _run(Detached(honest), test_set)
     assert {"gradients", "finite-differences"} <= _flagged(report)
-    assert report.findings[-2].evidence["cut"] is not None  # finite-differences saw no gradient path
+    assert _finding(report, "finite-differences").evidence["cut"] is not None  # no gradient path
     assert "error" in report.accuracies["PGD-100"]  # the gradient attacks could not run: recorded, not crashed
     assert "black-box-beats-white-box" in _flagged(report)  # Square still works
+    # straight-through gradients see through the detach: the adaptive accuracy is the honest model's
+    honest_pgd = _run(honest, test_set, remedies="none").accuracies["PGD-100"]["accuracy"]
+    assert [r["name"] for r in report.remedies] == ["bpda"], report.remedies
+    assert report.adaptive_robust_accuracy <= honest_pgd + 0.03, (report.adaptive_robust_accuracy, honest_pgd)
 
 
 def test_beats_needs_separated_intervals():
@@ -137,16 +146,18 @@ def test_cli_diagnose_writes_json_and_exits_zero_when_suspected(honest, tmp_path
     zoo.save(fit_full_batch(net, train.x, train.y, steps=100), weights, {"dataset": "digits"}, dataset=train)
     out = tmp_path / "diagnosis.json"
     code = run_cli(monkeypatch, "diagnose", "--model", str(weights), "--dataset", "digits", "--eps", "0.1",
-                   "--n", "60", "--square-queries", "50", "--json", str(out))
+                   "--n", "60", "--square-queries", "50", "--suite", "none", "--json", str(out))
     assert code == 0
     saved = json.loads(out.read_text())
-    assert saved["verdict"] in (NO_SIGN, SUSPECTED) and len(saved["findings"]) == 9
+    assert saved["verdict"] in (NO_SIGN, SUSPECTED) and len(saved["findings"]) == 12
+    assert 0 <= saved["adaptive_robust_accuracy"] <= saved["accuracies"]["PGD-100"]["accuracy"]
+    assert isinstance(saved["masking_suspected"], bool)
     printed = capsys.readouterr().out  # every check keeps its marker ("[ok]" is not taken as a rich style)
-    assert sum(line.startswith(("[ok] ", "[!!] ")) for line in printed.splitlines()) == 9, printed
+    assert sum(line.startswith(("[ok] ", "[!!] ")) for line in printed.splitlines()) == 12, printed
     assert run_cli(monkeypatch, "diagnose", "--model", str(weights), "--dataset", "digits", "--eps", "0") == 2
     squeezed = tmp_path / "squeezed.json"
     code = run_cli(monkeypatch, "diagnose", "--model", str(weights), "--dataset", "digits", "--eps", "0.1", "--n", "60",
-                   "--square-queries", "50", "--transform", "bit-depth:bits=1", "--json", str(squeezed))
+                   "--square-queries", "50", "--suite", "none", "--transform", "bit-depth:bits=1", "--json", str(squeezed))
     assert code == 0  # exit 0 either way
     saved = json.loads(squeezed.read_text())
     assert saved["verdict"] == SUSPECTED and saved["transform"] == "bit-depth:bits=1"

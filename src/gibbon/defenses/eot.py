@@ -40,7 +40,8 @@ class EOT(nn.Module):
         model: the randomized model ``x -> logits`` (e.g. an ``InputTransformed`` defense).
         samples: number of draws ``k`` per input (Athalye et al. use tens to hundreds).
         average: ``"probabilities"`` (log of the mean softmax, default) or ``"logits"``.
-        batch_size: most rows per forward pass of ``model`` (default: all ``k * B`` at once).
+        batch_size: most rows per forward pass of ``model`` (default: all ``k * B`` at once);
+            ``"copy"``: one call per copy of the batch (for a model that draws once per call).
 
     Shape:
         ``(B, ...) -> (B, K)``: log-probabilities (or mean logits) of the ``k`` draws.
@@ -65,15 +66,16 @@ class EOT(nn.Module):
             raise GibbonInputError(f"samples must be a whole number >= 1, got {samples!r}")
         if average not in AVERAGES:
             raise GibbonInputError(f"average must be one of {', '.join(AVERAGES)}, got {average!r}")
-        if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
-            raise GibbonInputError(f"batch_size must be a whole number >= 1 or None, got {batch_size!r}")
+        if batch_size not in (None, "copy") and (isinstance(batch_size, (str, bool)) or int(batch_size) != batch_size
+                                                 or batch_size < 1):
+            raise GibbonInputError(f"batch_size must be a whole number >= 1, 'copy' or None, got {batch_size!r}")
         self.model, self.samples, self.average = model, int(samples), average
-        self.batch_size = None if batch_size is None else int(batch_size)
+        self.batch_size = batch_size if batch_size in (None, "copy") else int(batch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, k = x.shape[0], self.samples
         rows = x.repeat(k, *([1] * (x.ndim - 1)))  # copy j of sample i is row j * B + i
-        step = rows.shape[0] if self.batch_size is None else self.batch_size
+        step = {None: rows.shape[0], "copy": b}.get(self.batch_size, self.batch_size)
         outs = torch.cat([self.model(rows[i:i + step]) for i in range(0, rows.shape[0], step)])
         outs = outs.reshape(k, b, *outs.shape[1:])
         if self.average == "logits":

@@ -1,69 +1,71 @@
-"""``diagnose``: tell a real defense from a masked one.
+"""``diagnose``: tell a real defense from a masked one, then attack it the way it needs.
 
 A defense that only hides its gradient looks robust to the gradient attacks it was tuned on and
 falls to a random step, a gradient-free attack, a transfer attack or a larger budget. This
-module runs the checks the field's evaluation guides ask for and returns :class:`Finding`\\ s,
-each with the measured evidence and what to do, and a verdict: ``"no sign of masking"`` or
-``"masking suspected"``.
+module runs the checks the field's evaluation guides ask for (:mod:`~gibbon.evaluation.findings`),
+applies the remedy each failed check calls for (:mod:`~gibbon.evaluation.remedies`: BPDA
+through straight-through gradients, EOT, margin losses, gradient-free and surrogate attacks),
+and reports the **adaptive robust accuracy**: the per-sample worst case over every attack at
+``eps``, remedies and (for a deterministic model) the ``reliable`` suite included.
 
-Threat model: white-box and score-based black-box, L-infinity ``eps``, untargeted. The attacks
-(on the first ``n`` samples): FGSM, R+FGSM, PGD-10, PGD-100 at ``eps / 2``, ``eps``,
-``2 eps`` and at the whole input box, APGD with the cross-entropy and with the
-scale-invariant DLR loss (Croce & Hein 2020, arXiv:2003.01690), Square (score-based), and optionally PGD-100 transferred
-from another model and Papernot's substitute attack. "A beats B" means: A's robust accuracy is
-lower and the two 95% Wilson intervals do not overlap (so an undefended model on which every
-attack reaches ~0% is never flagged for ordering).
+Any model that maps a batch to scores can be diagnosed (:class:`~gibbon.evaluation.adapters.Scores`):
+tuple, dict and probability outputs, NaN, models that raise on some inputs, randomized
+forwards. What goes wrong is a finding with its evidence, never a traceback.
+
+Threat model: white-box and score-based black-box, L-infinity ``eps``, untargeted. The checks'
+attacks (on the first ``n`` samples): FGSM, random signs of size ``eps``, R+FGSM, PGD-10,
+PGD-100 at ``eps / 2``, ``eps``, ``2 eps`` and at the whole input box, APGD with the
+cross-entropy and with the scale-invariant DLR loss (Croce & Hein 2020, arXiv:2003.01690),
+Square (score-based), and optionally PGD-100 transferred from another model and Papernot's
+substitute attack.
 
 References:
     Athalye, Carlini & Wagner (2018), arXiv:1802.00420 (obfuscated gradients, BPDA, EOT).
     Carlini et al. (2019), "On Evaluating Adversarial Robustness", arXiv:1902.06705.
-    Tramer, Kurakin, Papernot, Goodfellow, Boneh & McDaniel (2018), arXiv:1705.07204
-    (R+FGSM beating FGSM, transfer beating white-box on FGSM-trained models).
-    Papernot, McDaniel, Wu, Jha & Swami (2016), arXiv:1511.04508 and Carlini & Wagner (2016),
-    arXiv:1607.04311 (distillation's saturated softmax).
+    Croce & Hein (2020), arXiv:2003.01690 (the reliable suite, per-sample worst case).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
 from gibbon.core.checks import GibbonInputError
+from gibbon.evaluation import findings as checks
 from gibbon.evaluation import probes
-from gibbon.evaluation.stats import wilson_interval
+from gibbon.evaluation import remedies as fixes
+from gibbon.evaluation.adapters import Scores, looks_like_probabilities
+from gibbon.evaluation.findings import GRADIENT_FRACTION, WHITE_BOX, Finding, accuracy_entry, beats  # noqa: F401
 
 NO_SIGN, SUSPECTED = "no sign of masking", "masking suspected"
-WHITE_BOX = ("FGSM", "R+FGSM", "PGD-10", "PGD-100", "APGD-CE", "APGD-DLR")
-"""The white-box attacks the gradient-free and transfer attacks are compared with (their best)."""
-GRADIENT_FRACTION = 0.1
-"""Flag zero / non-finite gradients or saturation on more than this fraction of probed samples."""
-UNBOUNDED_FLOOR = 0.01
-"""Robust accuracy at a ball covering the whole box should be ~0; flag above this (and its noise)."""
-
-
-@dataclass
-class Finding:
-    """One check: its id, a one-line title, whether it fired, the numbers, and what to do."""
-
-    check: str
-    title: str
-    flagged: bool
-    evidence: dict = field(default_factory=dict)
-    advice: str = ""
+OFF_EPS = ("PGD-100 eps/2", "PGD-100 2eps", "PGD-100 unbounded")
+"""Attacks run at another budget than ``eps``: checks only, never part of the worst case."""
 
 
 @dataclass
 class Diagnosis:
-    """What :func:`diagnose` returns; ``to_dict()`` is its JSON form, ``checklist()`` its text form."""
+    """What :func:`diagnose` returns; ``to_dict()`` is its JSON form, ``checklist()`` its text form.
+
+    Attributes:
+        verdict: ``"no sign of masking"`` or ``"masking suspected"``.
+        findings: every check, flagged or not. accuracies: attack -> accuracy entry
+            (``accuracy``, Wilson ``interval``, ``n``, ``eps``; ``remedy`` for the remedies' attacks).
+        adaptive_robust_accuracy: per-sample worst case over all attacks at ``eps`` (remedies
+            included), with ``adaptive_interval``; a randomized model's as the mean over draws.
+        remedies: the remedies applied: name, why, and the accuracy each reached.
+    """
 
     verdict: str
     findings: list[Finding]
     accuracies: dict
     settings: dict
     seconds: float = 0.0
+    adaptive_robust_accuracy: float = float("nan")
+    adaptive_interval: list = dataclasses.field(default_factory=list)
+    remedies: list = dataclasses.field(default_factory=list)
 
     @property
     def masking_suspected(self) -> bool:
@@ -73,7 +75,7 @@ class Diagnosis:
         return [f for f in self.findings if f.flagged]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "masking_suspected": self.masking_suspected}
 
     def checklist(self) -> str:
         lines = [f"verdict: {self.verdict}", "checks ([ok] holds, [!!] fails, with what to do):"]
@@ -81,26 +83,11 @@ class Diagnosis:
             lines.append(f"[{'!!' if f.flagged else 'ok'}] {f.title}")
             if f.flagged and f.advice:
                 lines.append(f"     -> {f.advice}")
+        for r in self.remedies:
+            lines.append(f"remedy {r['name']} ({r['why']}): {r['accuracy']:.2%}")
+        low, high = self.adaptive_interval or [float("nan")] * 2
+        lines.append(f"adaptive robust accuracy: {self.adaptive_robust_accuracy:.2%} [{low:.1%}, {high:.1%}]")
         return "\n".join(lines)
-
-
-def _accuracy(robust: torch.Tensor) -> dict:
-    n, k = int(robust.numel()), int(robust.sum())
-    low, high = wilson_interval(k, n)
-    return {"accuracy": k / max(n, 1), "interval": [low, high], "n": n}
-
-
-def beats(stronger: dict, weaker: dict) -> bool:
-    """True when ``stronger``'s robust accuracy is below ``weaker``'s beyond sampling noise
-    (the 95% Wilson intervals do not overlap).
-
-    Example:
-        >>> beats({"interval": [0.10, 0.16]}, {"interval": [0.30, 0.38]})
-        True
-        >>> beats({"interval": [0.0, 0.01]}, {"interval": [0.0, 0.01]})
-        False
-    """
-    return stronger["interval"][1] < weaker["interval"][0]
 
 
 def _attacks(eps: float, width: float, square_queries: int) -> list[tuple[str, object, float]]:
@@ -121,196 +108,230 @@ def _attacks(eps: float, width: float, square_queries: int) -> list[tuple[str, o
     ]
 
 
+class _Run:
+    """The samples, the model and its scoring shared by every attack of one diagnosis."""
+
+    def __init__(self, model, data, x, y, *, batch_size, seed, device, draws, progress):
+        self.model, self.data, self.x, self.y = model, data, x, y
+        self.batch_size, self.seed, self.device, self.draws, self.progress = batch_size, seed, device, draws, progress
+        self.subset = dataclasses.replace(data, x=x.cpu(), y=y.cpu())
+        self.attack_errors: dict[str, str] = {}
+        self.crafted: dict[str, torch.Tensor] = {}  # attack -> its x_adv (CPU), to re-score a randomized model
+
+    def on(self, only: torch.Tensor) -> "_Run":
+        """The same run restricted to the samples ``only`` (bool ``[N]``); attack errors are shared."""
+        idx = only.nonzero().squeeze(1)
+        sub = _Run(self.model, self.data, self.x[idx.to(self.x.device)], self.y[idx.to(self.y.device)],
+                   batch_size=self.batch_size, seed=self.seed, device=self.device, draws=self.draws,
+                   progress=self.progress)
+        sub.attack_errors = self.attack_errors
+        return sub
+
+    def keep(self, name: str, x_adv: torch.Tensor, only: torch.Tensor | None = None) -> None:
+        """Remember ``name``'s adversarial inputs (``only``: they cover those samples; the rest stay clean)."""
+        if only is None:
+            self.crafted[name] = x_adv.detach().cpu()
+        else:
+            full = self.x.detach().cpu().clone()
+            full[only.nonzero().squeeze(1).cpu()] = x_adv.detach().cpu()
+            self.crafted[name] = full
+
+    def worst_case(self, at_eps: dict) -> torch.Tensor:
+        """Per-sample worst case over ``at_eps``. A deterministic model: the minimum. A randomized one: each
+        sample's most damaging input is picked on the draws that scored it, then scored again on fresh draws,
+        since the minimum of several noisy estimates would understate its accuracy."""
+        values = torch.stack(list(at_eps.values()))
+        if self.draws == 1:
+            return values.min(dim=0).values
+        names = [k for k in at_eps if k in self.crafted]
+        stacked = torch.stack([at_eps[k] for k in names])
+        pick = stacked.argmin(dim=0)
+        chosen = torch.stack([self.crafted[k] for k in names])[pick, torch.arange(len(pick))]
+        fresh = self.score(chosen)
+        best_single = min(values, key=lambda v: float(v.mean()))  # never report more than one attack showed
+        return fresh if float(fresh.mean()) <= float(best_single.mean()) else best_single
+
+    def score(self, x_adv: torch.Tensor) -> torch.Tensor:
+        return fixes.robust_fraction(self.model, x_adv.to(self.device), self.y, draws=self.draws,
+                                  batch_size=self.batch_size)
+
+    def attack(self, name, attack, eps, through=None) -> torch.Tensor | None:
+        """Per-sample robust fraction of ``attack`` crafted on ``through`` (default the model), scored on the model;
+        None when the attack could not run (recorded)."""
+        from gibbon.attacks.run import run_attack
+
+        try:
+            result = run_attack(through if through is not None else self.model, self.subset, attack, eps=eps,
+                                batch_size=self.batch_size, seed=self.seed, device=self.device, progress=self.progress)
+        except GibbonInputError:
+            raise
+        except Exception as err:  # noqa: BLE001 - no gradient path, a model raising inside autograd, ...
+            self.attack_errors[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            return None
+        self.crafted[name] = result.x_adv.detach().cpu()
+        return self.score(result.x_adv)
+
+
 def diagnose(model, data, *, eps: float, n: int = 500, batch_size: int = 250, seed: int = 0, device="cpu",
              square_queries: int = 1000, transfer_from=None, substitute: bool = False, probe_samples: int = 200,
-             progress: bool = False) -> Diagnosis:
-    """Run the gradient-masking checks on ``model`` over the first ``n`` samples of ``data``.
+             remedies="auto", suite: str | None = "reliable", progress: bool = False) -> Diagnosis:
+    """Run the gradient-masking checks and the remedies they call for on the first ``n`` samples.
 
     Args:
-        model: ``x -> logits`` (a defended model: input transformations inside it).
+        model: ``x -> scores`` (tensor, tuple, dict or ``.logits`` output; logits or probabilities).
         data: a :class:`gibbon.data.Dataset`; its ``bounds`` are the input box.
-        eps: the L-infinity budget the defense claims.
+        eps: the L-infinity budget the defense claims, in ``(0, high - low]``.
         n: samples attacked. batch_size: attack mini-batch. seed: all randomness.
         square_queries: Square's per-sample query budget (the gradient-free check).
         transfer_from: an optional separately trained model; PGD-100 crafted on it is sent to ``model``.
         substitute: also run Papernot's substitute attack (150 seed images taken after the
             first ``n``, 3 augmentations, 1,200 labels) with ``model`` as a label-only oracle (minutes).
         probe_samples: samples the gradient, finite-difference and randomness probes use.
+        remedies: ``"auto"`` (each remedy where a check calls for it), ``"none"``, or names from
+            :data:`gibbon.evaluation.remedies.REMEDIES` (comma-separated or a list).
+        suite: an attack suite (``"reliable"``: AutoAttack's) run as a cascade on the samples every
+            other attack left robust, folded into the adaptive worst case (deterministic models;
+            None: skip).
 
     Returns:
-        A :class:`Diagnosis`.
+        A :class:`Diagnosis` with ``verdict``, ``findings``, ``accuracies``, ``remedies`` and
+        ``adaptive_robust_accuracy``.
 
     Example:
         >>> from gibbon.data import load
         >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-        >>> report = diagnose(net, load("digits", "test"), eps=0.1, n=20, square_queries=20)
-        >>> report.verdict in ("no sign of masking", "masking suspected")
-        True
+        >>> report = diagnose(net, load("digits", "test"), eps=0.1, n=20, square_queries=20, suite=None)
+        >>> report.verdict in ("no sign of masking", "masking suspected"), 0 <= report.adaptive_robust_accuracy <= 1
+        (True, True)
     """
-    from gibbon.attacks.run import run_attack
-
-    if not eps > 0:
-        raise GibbonInputError(f"eps must be > 0 (the budget the defense claims), got {eps!r}")
-    if n < 1 or len(data) < 1:
-        raise GibbonInputError(f"need at least one sample to diagnose (n={n}, dataset has {len(data)})")
-    start = time.perf_counter()
+    chosen = fixes.parse_remedies(remedies)
     low, high = (float(b) for b in data.bounds)
     width = high - low
+    if not (isinstance(eps, (int, float)) and 0 < eps <= width):
+        raise GibbonInputError(f"eps must be in (0, {width:g}] (the budget the defense claims, inside the input box "
+                               f"{data.bounds}), got {eps!r}")
+    if n < 1 or len(data) < 1:
+        raise GibbonInputError(f"need at least one sample to diagnose (n={n}, dataset has {len(data)})")
+    if suite is not None:
+        from gibbon.evaluation.suites import suite_attacks
+
+        suite_attacks(suite)  # fail fast on an unknown name
+    start = time.perf_counter()
+    scores = model if isinstance(model, Scores) else Scores(model)
     x, y = data.x[:n].to(device), data.y[:n].to(device)
-    subset = dataclasses.replace(data, x=x.cpu(), y=y.cpu())
-    was_training = model.training
-    model.eval()
+    was_training = scores.training
+    scores.eval()
     try:
-        with torch.no_grad():
-            clean = (model(x).argmax(1) == y).cpu()
-        accuracies = {"clean": _accuracy(clean)}
+        outputs = _output_probe(scores, x[:probe_samples], data.num_classes)
+        randomness = probes.randomness_probe(scores, x[:probe_samples])
+        draws = fixes.SCORING_DRAWS if randomness["random"] else 1
+        run = _Run(scores, data, x, y, batch_size=batch_size, seed=seed, device=device, draws=draws, progress=progress)
+        clean = run.score(x)
+        run.keep("clean", x)
+        accuracies = {"clean": accuracy_entry(clean)}
+        at_eps = {"clean": clean}
+        noise = _random_signs(x, eps, (low, high), seed)
+        run.keep("random noise", noise)
+        at_eps["random noise"] = torch.minimum(clean, run.score(noise))
+        accuracies["random noise"] = {**accuracy_entry(at_eps["random noise"]), "eps": eps}
         for name, attack, attack_eps in _attacks(eps, width, square_queries):
-            try:
-                result = run_attack(model, subset, attack, eps=attack_eps, batch_size=batch_size, seed=seed,
-                                    device=device, progress=progress)
-            except RuntimeError as err:  # no gradient path: a white-box attacker gets nothing out of it
-                if "grad" not in str(err):
-                    raise
-                accuracies[name] = {**_accuracy(clean), "eps": attack_eps, "error": str(err).splitlines()[0]}
-                continue
-            accuracies[name] = {**_accuracy(clean & (result.pred_adv == result.y)), "eps": attack_eps}
+            robust = run.attack(name, attack, attack_eps)
+            robust = clean.clone() if robust is None else torch.minimum(clean, robust)
+            accuracies[name] = {**accuracy_entry(robust), "eps": attack_eps}
+            if name in run.attack_errors:
+                accuracies[name]["error"] = run.attack_errors[name]
+            if name not in OFF_EPS:
+                at_eps[name] = robust
         if transfer_from is not None:
-            accuracies["transfer PGD-100"] = _transfer(transfer_from, model, subset, eps, batch_size, seed, device,
-                                                       clean)
+            at_eps["transfer PGD-100"] = torch.minimum(clean, _transfer(transfer_from, run, eps))
+            accuracies["transfer PGD-100"] = {**accuracy_entry(at_eps["transfer PGD-100"]), "eps": eps}
         if substitute:
-            accuracies["substitute FGSM"] = _substitute(model, data, n, eps, seed, device, clean)
+            at_eps["substitute FGSM"], queries = _substitute(run, n, eps)
+            at_eps["substitute FGSM"] = torch.minimum(clean, at_eps["substitute FGSM"])
+            accuracies["substitute FGSM"] = {**accuracy_entry(at_eps["substitute FGSM"]), "eps": eps, "queries": queries}
         px, py = x[:probe_samples], y[:probe_samples]
         gen = torch.Generator().manual_seed(seed)
-        gradient = probes.input_gradient(model, px, py)  # one backward pass serves both probes
-        grads = probes.gradient_probe(model, px, py, eps=eps, bounds=(low, high), generator=gen, gradient=gradient)
-        fd = probes.finite_difference_probe(model, px, py, step=eps / 4, bounds=(low, high), generator=gen,
+        gradient = probes.input_gradient(scores, px, py)  # one backward pass serves both probes
+        grads = probes.gradient_probe(scores, px, py, eps=eps, bounds=(low, high), generator=gen, gradient=gradient)
+        fd = probes.finite_difference_probe(scores, px, py, step=eps / 4, bounds=(low, high), generator=gen,
                                             gradient=gradient)
-        randomness = probes.randomness_probe(model, px)
+        if randomness["random"]:
+            randomness["gradient_variance"] = fixes.gradient_variance(scores, px[:50], py[:50])
+        findings = (checks.ordering_findings(accuracies) + [
+            checks.random_step_finding(accuracies), checks.black_box_finding(accuracies), checks.unbounded_finding(accuracies),
+            checks.monotone_finding(accuracies), checks.gradient_finding(grads), checks.finite_difference_finding(fd),
+            checks.randomness_finding(randomness), checks.probabilities_finding(outputs)])
+        from gibbon.evaluation.adaptive import apply_remedies
+
+        applied = apply_remedies(run, chosen, at_eps, accuracies, eps=eps, grads=grads, fd=fd, outputs=outputs,
+                                 randomized=randomness["random"], square_queries=square_queries, n=n)
+        if suite is not None and not randomness["random"]:
+            from gibbon.evaluation.adaptive import suite_on_survivors
+
+            at_eps[f"suite {suite}"] = suite_on_survivors(run, at_eps, suite, eps)
+            accuracies[f"suite {suite} (on survivors)"] = {**accuracy_entry(at_eps[f"suite {suite}"]), "eps": eps}
+        findings.append(checks.model_errors_finding(outputs, scores.errors, scores.failed_samples, run.attack_errors))
     finally:
-        model.train(was_training)
-    findings = (_ordering_findings(accuracies) + [_black_box_finding(accuracies), _unbounded_finding(accuracies),
-                _monotone_finding(accuracies), _gradient_finding(grads), _finite_difference_finding(fd),
-                _randomness_finding(randomness)])
+        scores.train(was_training)
+    adaptive = accuracy_entry(run.worst_case(at_eps))
     verdict = SUSPECTED if any(f.flagged for f in findings) else NO_SIGN
     settings = {"eps": eps, "norm": "linf", "n": int(len(y)), "seed": seed, "square_queries": square_queries,
-                "dataset": data.name, "split": data.split, "probe_samples": int(len(py)),
-                "transfer_from": transfer_from is not None, "substitute": substitute}
-    return Diagnosis(verdict, findings, accuracies, settings, time.perf_counter() - start)
+                "dataset": data.name, "split": data.split, "probe_samples": int(min(probe_samples, len(y))),
+                "transfer_from": transfer_from is not None, "substitute": substitute, "remedies": list(chosen),
+                "suite": suite if not randomness["random"] else None, "scoring_draws": draws,
+                "output_kind": scores.output_kind}
+    return Diagnosis(verdict, findings, accuracies, settings, time.perf_counter() - start,
+                     adaptive["accuracy"], adaptive["interval"], applied)
 
 
-def _transfer(source, target, subset, eps, batch_size, seed, device, clean) -> dict:
+def _output_probe(scores: Scores, x: torch.Tensor, classes: int) -> dict:
+    """What the model returns: its kind, whether it looks like probabilities, non-finite rows.
+    A wrong shape is the caller's error (one line), not a finding."""
+    with torch.no_grad():
+        out = scores(x)
+    if out.shape[1] < classes:
+        raise GibbonInputError(f"the model returns {out.shape[1]} scores per input but the data has {classes} "
+                               "classes; it must return one score per class")
+    return {"kind": scores.output_kind, "probabilities": looks_like_probabilities(out),
+            "nonfinite_samples": int((~torch.isfinite(out).all(dim=1)).sum())}
+
+
+def _random_signs(x: torch.Tensor, eps: float, bounds, seed: int) -> torch.Tensor:
+    from gibbon.transfer.matrix import random_perturbation
+
+    gen = torch.Generator().manual_seed(seed + 17)
+    return random_perturbation(x.cpu(), eps, "linf", bounds=bounds, generator=gen).to(x.device)
+
+
+def _transfer(source, run: _Run, eps) -> torch.Tensor:
     from gibbon.attacks import PGD
     from gibbon.attacks.run import run_attack
-    from gibbon.transfer._batches import predicted_labels
 
-    crafted = run_attack(source, subset, PGD(steps=100), eps=eps, batch_size=batch_size, seed=seed, device=device,
-                         progress=False)
-    pred = predicted_labels(target, crafted.x_adv.to(device), batch_size).cpu()
-    return {**_accuracy(clean & (pred == crafted.y)), "eps": eps}
+    crafted = run_attack(source, run.subset, PGD(steps=100), eps=eps, batch_size=run.batch_size, seed=run.seed,
+                         device=run.device, progress=False)
+    run.keep("transfer PGD-100", crafted.x_adv)
+    return run.score(crafted.x_adv)
 
 
-def _substitute(model, data, n, eps, seed, device, clean) -> dict:
+def _substitute(run: _Run, n, eps):
     from gibbon import zoo
     from gibbon.attacks import FGSM
     from gibbon.oracles import Oracle
     from gibbon.transfer import train_substitute
-    from gibbon.transfer._batches import craft, predicted_labels
+    from gibbon.transfer._batches import craft
 
+    data = run.data
     seeds = data.x[n:n + 150]
     if len(seeds) < 10:
         raise GibbonInputError(f"the substitute check needs >= 10 seed images after the first n={n}; use a smaller n")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        sub = zoo.build("mlp-200-200", data).to(device)
-    oracle = Oracle(model, output="label")
-    trained = train_substitute(oracle, seeds.to(device), sub, rounds=3, seed=seed, classes=data.classes,
+        torch.manual_seed(run.seed)
+        sub = zoo.build("mlp-200-200", data).to(run.device)
+    oracle = Oracle(run.model, output="label")
+    trained = train_substitute(oracle, seeds.to(run.device), sub, rounds=3, seed=run.seed, classes=data.classes,
                                bounds=data.bounds)
-    x, y = data.x[:n].to(device), data.y[:n].to(device)
-    adv = craft(trained.substitute, FGSM(), x, y, eps=eps, norm="linf", bounds=data.bounds, batch_size=500, seed=seed)
-    pred = predicted_labels(model, adv, 500).cpu()
-    return {**_accuracy(clean & (pred == y.cpu())), "eps": eps, "queries": trained.queries}
+    adv = craft(trained.substitute, FGSM(), run.x, run.y, eps=eps, norm="linf", bounds=data.bounds, batch_size=500,
+                seed=run.seed)
+    run.keep("substitute FGSM", adv)
+    return run.score(adv), trained.queries
 
-
-def _ordering_findings(acc: dict) -> list[Finding]:
-    out = []
-    single, iterative = acc["FGSM"], min(acc["PGD-10"], acc["PGD-100"], key=lambda a: a["accuracy"])
-    out.append(Finding(
-        "single-step-beats-iterative", "iterative attacks are at least as strong as single-step FGSM",
-        beats(single, iterative), {"FGSM": single, "PGD (best of 10, 100 steps)": iterative},
-        "the iterative attack is being misled (gradient masking): check its loss and step size, "
-        "try the margin loss, more restarts, BPDA or EOT"))
-    out.append(Finding(
-        "random-step-beats-fgsm", "a random step does not help: R+FGSM is not stronger than FGSM",
-        beats(acc["R+FGSM"], single), {"R+FGSM": acc["R+FGSM"], "FGSM": single},
-        "the loss surface is sharply curved at the data points, so the gradient there is uninformative "
-        "(FGSM-only adversarial training does this; Tramer et al. 2018): evaluate with PGD from random starts, "
-        "transfer and gradient-free attacks, and prefer PGD or ensemble adversarial training"))
-    out.append(Finding(
-        "more-steps-weaker", "more PGD steps are not weaker (PGD-100 <= PGD-10)",
-        beats(acc["PGD-10"], acc["PGD-100"]), {"PGD-10": acc["PGD-10"], "PGD-100": acc["PGD-100"]},
-        "the attack does not converge: randomness in the model (use EOT) or a shattered gradient (use BPDA)"))
-    return out
-
-
-def _black_box_finding(acc: dict) -> Finding:
-    white = min((acc[k] for k in WHITE_BOX), key=lambda a: a["accuracy"])
-    others = {k: v for k, v in acc.items() if k.startswith(("Square", "transfer", "substitute"))}
-    beaten = [k for k, v in others.items() if beats(v, white)]
-    return Finding(
-        "black-box-beats-white-box", "gradient-free and transfer attacks are not stronger than white-box ones",
-        bool(beaten), {"best white-box": white, **others, "stronger than white-box": beaten},
-        "the gradients mislead the white-box attacks (gradient masking): the model is not robust at this eps; "
-        "attack a differentiable surrogate (BPDA), the margin loss, or report the black-box number")
-
-
-def _unbounded_finding(acc: dict) -> Finding:
-    full = acc["PGD-100 unbounded"]
-    return Finding(
-        "unbounded-not-zero", "PGD over a ball covering the whole input box reaches ~0% accuracy",
-        full["interval"][0] > UNBOUNDED_FLOOR, {"PGD-100 unbounded": full},
-        "an attack that can reach any input fails: its gradient carries no signal (saturated softmax, "
-        "quantization, non-differentiable layer); use the logit margin loss (C&W), BPDA or Square")
-
-
-def _monotone_finding(acc: dict) -> Finding:
-    sweep = [acc[k] for k in ("PGD-100 eps/2", "PGD-100", "PGD-100 2eps", "PGD-100 unbounded")]
-    rises = [(a["eps"], b["eps"]) for a, b in zip(sweep, sweep[1:]) if beats(a, b)]
-    return Finding(
-        "not-monotone-in-eps", "robust accuracy falls (weakly) as eps grows",
-        bool(rises), {"sweep": sweep, "rises between eps": rises},
-        "a larger budget should never help the model: the attack is not converging (more steps, "
-        "restarts, EOT for randomness)")
-
-
-def _gradient_finding(g: dict) -> Finding:
-    n = max(g["samples"], 1)
-    bad = (g["zero"] + g["nonfinite"]) / n
-    saturated = g["saturated"] / n
-    flagged = bad > GRADIENT_FRACTION or saturated > GRADIENT_FRACTION or g["no_gradient_path"] is not None
-    if g["no_gradient_path"] is not None:
-        advice = "no gradient reaches the input (a non-differentiable step in forward): attack through BPDA"
-    elif g["zero_but_not_flat"] > GRADIENT_FRACTION * n:
-        advice = ("the gradient is zero where the loss is not flat: a quantizing or shattered front end; "
-                  "attack through BPDA (straight-through gradient)")
-    else:
-        advice = ("the softmax is saturated (logit gaps above ~80 underflow float32 gradients, as after defensive "
-                  "distillation): use the logit margin loss (C&W) or divide the logits by a temperature for the attack")
-    return Finding(
-        "gradients", "input gradients are finite, non-zero and the softmax is not saturated", flagged,
-        {**g, "zero_or_nonfinite_fraction": bad, "saturated_fraction": saturated}, advice)
-
-
-def _finite_difference_finding(fd: dict) -> Finding:
-    flagged = fd["cut"] is not None or fd["autograd_zero_where_loss_moved"] > GRADIENT_FRACTION * max(fd["pairs"], 1)
-    return Finding(
-        "finite-differences", "finite differences agree with autograd (no quantizing or non-differentiable front end)",
-        flagged, fd,
-        "autograd says the loss is constant where finite differences move it: a quantizing or non-differentiable "
-        "input transformation; attack it with BPDA (gibbon.defenses.bpda)")
-
-
-def _randomness_finding(r: dict) -> Finding:
-    return Finding(
-        "randomized-outputs", "the same input gives the same output", r["random"], r,
-        "the model is randomized: one attack run measures one random draw; attack the expectation with EOT "
-        "(gibbon.defenses.eot) and report that")

@@ -23,6 +23,7 @@ import torch
 
 from gibbon.core.checks import GibbonInputError
 from gibbon.core.norms import get_norm
+from gibbon.evaluation.adapters import Scores
 from gibbon.evaluation.checkpoint import Checkpoint, fingerprint
 from gibbon.evaluation.inputs import (
     check_black_box_target, describe_model, eps_list, eval_mode, now, resolve_attacks, resolve_device, resolve_target,
@@ -105,6 +106,7 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
     x, y, bounds, dataset_info = unpack_data(data, bounds)
     device = resolve_device(model, device)
     n = int(x.shape[0])
+    model = _as_scores(model, x[:1], device)
 
     with eval_mode(model):
         runner = Runner(model, x, y, None, norm_obj, bounds, batch_size, seed, device, ProgressBar(False, 0))
@@ -151,6 +153,16 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
     report.seed, report.versions, report.model = seed, versions(), describe_model(model)
     report.dataset, report.config, report.started, report.finished = dataset_info, jsonable(config), started, now()
     return report
+
+
+def _as_scores(model, x_one: torch.Tensor, device):
+    """``model`` itself when it returns a tensor; else its :class:`Scores` view (tuple, dict or
+    ``.logits`` outputs), so every attack and check sees ``(B, classes)`` scores."""
+    if isinstance(model, Oracle) or not isinstance(model, torch.nn.Module):
+        return model
+    with eval_mode(model), torch.no_grad():
+        probe = model(x_one.to(device))
+    return model if isinstance(probe, torch.Tensor) else Scores(model)
 
 
 def _units_to_run(chosen, n_eps: int, cascade: bool, store) -> int:

@@ -34,8 +34,8 @@ def input_gradient(model, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tenso
         with torch.enable_grad():
             loss = F.cross_entropy(model(x_var), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x_var, allow_unused=True)
-    except RuntimeError as err:  # the graph is cut (e.g. a NumPy / PIL step inside forward)
-        return None, str(err).splitlines()[0]
+    except Exception as err:  # noqa: BLE001 - the graph is cut (a NumPy / PIL step inside forward), or worse
+        return None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     if grad is None:
         return None, "the output does not depend on the input through autograd"
     return grad.detach(), None

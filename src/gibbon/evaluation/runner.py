@@ -22,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from gibbon.core.checks import GibbonInputError
 from gibbon.core.goals import is_adversarial
 from gibbon.evaluation.counting import CountingModel
 from gibbon.oracles.base import UNLIMITED, Oracle, QueryBudgetExceeded
@@ -99,6 +100,7 @@ class Runner:
         distance = torch.zeros(len(active), dtype=torch.float64)
         invalid, worst = 0, 0.0
         unattacked = cut = 0
+        raised: dict[str, int] = {}  # first line of each exception the attack raised -> samples affected
         self.counting.reset()
         queries_before = self.oracle.total if self.oracle is not None else 0
         start = time.perf_counter()
@@ -111,7 +113,14 @@ class Runner:
             generator = torch.Generator(device="cpu").manual_seed(attack_seed(self.seed, b, attack_index))
             before_total = self.budget.total if self.budget is not None else 0
             if self.budget is None:
-                x_adv = self._attack(attack, xb, yb, tb, eps, generator)
+                try:
+                    x_adv = self._attack(attack, xb, yb, tb, eps, generator)
+                except GibbonInputError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - e.g. no gradient path: a warning, never a traceback
+                    line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                    raised[line] = raised.get(line, 0) + len(chunk)
+                    x_adv = xb
             else:
                 share = min(batch_share(unit_left, len(active) - offset, len(chunk)), self.budget.total_remaining())
                 if share < len(chunk):  # not even one query per sample to check a result: leave the batch alone
@@ -160,6 +169,11 @@ class Runner:
                 f"{unattacked} were not attacked and {cut} were attacked short of the full schedule "
                 f"({self.budget.total_remaining()} queries left); robust accuracy there is an upper bound: "
                 "give a larger budget, fewer samples or a cheaper attack")
+        for line, count in raised.items():
+            warnings.append(
+                f"attack {attack.name} at eps={eps:g} raised on {count} of {len(active)} samples ({line}); they were "
+                "counted as not broken, so robust accuracy is only an upper bound: the model may give no usable "
+                "gradient (run `gibbon diagnose` or `gibbon evaluate --adaptive`)")
         if invalid:
             warnings.append(
                 f"attack {attack.name} at eps={eps:g} returned {invalid} of {len(active)} inputs outside the threat "

@@ -88,10 +88,16 @@ def model_checks(model, x: torch.Tensor, y: torch.Tensor, *, gradients: bool = T
     if not gradients:
         return warnings
     x_var = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x_var)
-        loss = F.cross_entropy(logits, y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_var, allow_unused=True)
+    try:
+        with torch.enable_grad():
+            logits = model(x_var)
+            loss = F.cross_entropy(logits, y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x_var, allow_unused=True)
+    except RuntimeError as err:  # the output does not depend on the input through autograd at all
+        return warnings + [
+            f"no input gradient reaches the model's output ({str(err).splitlines()[0]}): gradient attacks cannot run "
+            "(a detach, NumPy step or threshold inside forward); run `gibbon evaluate --adaptive`, which applies "
+            "straight-through gradients (BPDA) and gradient-free attacks"]
     if grad is None:
         grad = torch.zeros_like(x_var)
     flat = grad.detach().reshape(n, -1)
