@@ -7,15 +7,15 @@ import re
 import pytest
 
 from gibbon.reproduce import TARGETS
-from gibbon.reproductions import adaptive, defenses, vat
+from gibbon.reproductions import adaptive, defenses, masked_zoo, vat
 
-IDS = [t.id for module in (defenses, adaptive, vat) for t in module.targets()]
+IDS = [t.id for module in (defenses, adaptive, vat, masked_zoo) for t in module.targets()]
 
 
 def test_every_target_is_registered_and_cites_its_papers():
     assert {"goodfellow2015-adversarial-training", "tramer2018-ensemble", "papernot2016-distillation",
             "wong2020-fast-training", "gibbon-diagnose", "athalye2018-bpda", "cohen2019-smoothing",
-            "miyato2018-vat-semisupervised"} <= set(IDS)
+            "miyato2018-vat-semisupervised", "gibbon-adaptive"} <= set(IDS)
     for target_id in IDS:
         doc = TARGETS[target_id].run.__doc__ or ""
         assert re.search(r"arXiv:\d{4}\.\d{4,5}", doc), f"{target_id}'s docstring cites no paper"

@@ -30,8 +30,8 @@ DeviceOpt = typer.Option(None, "--device", help="cuda, cuda:1, cpu ... (default:
 RemediesOpt = typer.Option("auto", "--remedies", help="Remedies the adaptive evaluation may apply: auto (each where a "
                            "check calls for it), none, or a comma list of bpda, eot, margin, log-probabilities, "
                            "gradient-free, surrogate.")
-AdaptiveSuiteOpt = typer.Option("reliable", "--suite", help="Suite run on the samples every other attack left robust "
-                                "(deterministic models), folded into the adaptive worst case: reliable, quick or none.")
+AdaptiveSuiteOpt = typer.Option("reliable", "--suite", help="Suite folded into the adaptive worst case, run as "
+                                "`evaluate --suite` runs it (deterministic models): reliable, quick or none.")
 DatasetOpt = typer.Option("mnist", "--dataset", help="digits, mnist, cifar10, synthetic or npz:PATH.")
 SplitOpt = typer.Option("test", "--split", help="train, val or test.")
 ModelOpt = typer.Option(..., "--model", help="PATH.safetensors, or pkg.module:factory with --weights.")

@@ -129,10 +129,10 @@ def write_json(path: Path, payload: dict) -> None:
 
 def _collect_families() -> None:
     """Add the targets of the paper families in :mod:`gibbon.reproductions`."""
-    from gibbon.reproductions import adaptive, blackbox, defenses, minimal_attacks, reliable, vat
+    from gibbon.reproductions import adaptive, blackbox, defenses, masked_zoo, minimal_attacks, reliable, vat
 
     for target in (minimal_attacks.targets() + reliable.targets() + blackbox.targets() + defenses.targets()
-                   + adaptive.targets() + vat.targets()):
+                   + adaptive.targets() + vat.targets() + masked_zoo.targets()):
         TARGETS[target.id] = target
 
 

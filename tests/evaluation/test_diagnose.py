@@ -149,11 +149,11 @@ def test_cli_diagnose_writes_json_and_exits_zero_when_suspected(honest, tmp_path
                    "--n", "60", "--square-queries", "50", "--suite", "none", "--json", str(out))
     assert code == 0
     saved = json.loads(out.read_text())
-    assert saved["verdict"] in (NO_SIGN, SUSPECTED) and len(saved["findings"]) == 12
+    assert saved["verdict"] in (NO_SIGN, SUSPECTED) and len(saved["findings"]) == 13
     assert 0 <= saved["adaptive_robust_accuracy"] <= saved["accuracies"]["PGD-100"]["accuracy"]
     assert isinstance(saved["masking_suspected"], bool)
     printed = capsys.readouterr().out  # every check keeps its marker ("[ok]" is not taken as a rich style)
-    assert sum(line.startswith(("[ok] ", "[!!] ")) for line in printed.splitlines()) == 12, printed
+    assert sum(line.startswith(("[ok] ", "[!!] ")) for line in printed.splitlines()) == 13, printed
     assert run_cli(monkeypatch, "diagnose", "--model", str(weights), "--dataset", "digits", "--eps", "0") == 2
     squeezed = tmp_path / "squeezed.json"
     code = run_cli(monkeypatch, "diagnose", "--model", str(weights), "--dataset", "digits", "--eps", "0.1", "--n", "60",

@@ -12,7 +12,7 @@ Registered names: ``fgsm`` (Goodfellow et al. 2015), ``pgd`` (Madry et al. 2018)
 ``distill`` (Papernot et al. 2016), ``vat`` (Miyato et al. 2018), ``noise`` (Gaussian
 augmentation for randomized smoothing, Cohen et al. 2019). Input transformations
 (:mod:`~gibbon.defenses.transforms`) and the attacker's wrappers that go through them
-(:class:`BPDA`, :class:`EOT`); randomized smoothing (:func:`certify`).
+(:class:`BPDA`, :class:`StraightThrough`, :class:`EOT`); randomized smoothing (:func:`certify`).
 """
 
 from gibbon.defenses.adversarial import (FGSMTraining, PGDTraining, fgsm_training_objective,
@@ -28,6 +28,7 @@ from gibbon.defenses.vat import VATTraining, vat_loss, vat_objective, vat_semi_s
 from gibbon.defenses.transforms import (BitDepthReduction, InputTransformed, JpegCompression, MedianSmoothing,
                                         RandomResizePad)
 from gibbon.defenses.bpda import BPDA, straight_through
+from gibbon.defenses.straight_through import StraightThrough
 from gibbon.defenses.eot import EOT
 from gibbon.defenses.smoothing import Certificate, SmoothedPrediction, certified_accuracy, certify, smoothed_predict
 
@@ -39,6 +40,6 @@ __all__ = [
     "DefensiveDistillation", "distillation_objective", "temperature_objective",
     "NoiseTraining", "noise_objective", "VATTraining", "vat_loss", "vat_objective", "vat_semi_supervised_objective",
     "BitDepthReduction", "MedianSmoothing", "JpegCompression", "RandomResizePad", "InputTransformed",
-    "BPDA", "straight_through", "EOT",
+    "BPDA", "straight_through", "StraightThrough", "EOT",
     "certify", "smoothed_predict", "certified_accuracy", "Certificate", "SmoothedPrediction",
 ]

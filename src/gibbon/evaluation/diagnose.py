@@ -38,7 +38,10 @@ from gibbon.evaluation import findings as checks
 from gibbon.evaluation import probes
 from gibbon.evaluation import remedies as fixes
 from gibbon.evaluation.adapters import Scores, looks_like_probabilities
-from gibbon.evaluation.findings import GRADIENT_FRACTION, WHITE_BOX, Finding, accuracy_entry, beats  # noqa: F401
+from gibbon.evaluation.adaptive import apply_remedies, suite_worst_case
+from gibbon.evaluation.findings import GRADIENT_FRACTION, WHITE_BOX, Finding, accuracy_entry, beats
+
+__all__ = ["diagnose", "Diagnosis", "Finding", "beats", "NO_SIGN", "SUSPECTED", "WHITE_BOX", "GRADIENT_FRACTION"]
 
 NO_SIGN, SUSPECTED = "no sign of masking", "masking suspected"
 OFF_EPS = ("PGD-100 eps/2", "PGD-100 2eps", "PGD-100 unbounded")
@@ -153,7 +156,7 @@ class _Run:
 
     def score(self, x_adv: torch.Tensor) -> torch.Tensor:
         return fixes.robust_fraction(self.model, x_adv.to(self.device), self.y, draws=self.draws,
-                                  batch_size=self.batch_size)
+                                     batch_size=self.batch_size)
 
     def attack(self, name, attack, eps, through=None) -> torch.Tensor | None:
         """Per-sample robust fraction of ``attack`` crafted on ``through`` (default the model), scored on the model;
@@ -189,9 +192,9 @@ def diagnose(model, data, *, eps: float, n: int = 500, batch_size: int = 250, se
         probe_samples: samples the gradient, finite-difference and randomness probes use.
         remedies: ``"auto"`` (each remedy where a check calls for it), ``"none"``, or names from
             :data:`gibbon.evaluation.remedies.REMEDIES` (comma-separated or a list).
-        suite: an attack suite (``"reliable"``: AutoAttack's) run as a cascade on the samples every
-            other attack left robust, folded into the adaptive worst case (deterministic models;
-            None: skip).
+        suite: an attack suite (``"reliable"``: AutoAttack's) run as ``evaluate(..., suite=suite)``
+            runs it and folded into the adaptive worst case, which is then never above the suite's
+            (deterministic models; None: skip).
 
     Returns:
         A :class:`Diagnosis` with ``verdict``, ``findings``, ``accuracies``, ``remedies`` and
@@ -226,54 +229,24 @@ def diagnose(model, data, *, eps: float, n: int = 500, batch_size: int = 250, se
         randomness = probes.randomness_probe(scores, x[:probe_samples])
         draws = fixes.SCORING_DRAWS if randomness["random"] else 1
         run = _Run(scores, data, x, y, batch_size=batch_size, seed=seed, device=device, draws=draws, progress=progress)
-        clean = run.score(x)
-        run.keep("clean", x)
-        accuracies = {"clean": accuracy_entry(clean)}
-        at_eps = {"clean": clean}
-        noise = _random_signs(x, eps, (low, high), seed)
-        run.keep("random noise", noise)
-        at_eps["random noise"] = torch.minimum(clean, run.score(noise))
-        accuracies["random noise"] = {**accuracy_entry(at_eps["random noise"]), "eps": eps}
-        for name, attack, attack_eps in _attacks(eps, width, square_queries):
-            robust = run.attack(name, attack, attack_eps)
-            robust = clean.clone() if robust is None else torch.minimum(clean, robust)
-            accuracies[name] = {**accuracy_entry(robust), "eps": attack_eps}
-            if name in run.attack_errors:
-                accuracies[name]["error"] = run.attack_errors[name]
-            if name not in OFF_EPS:
-                at_eps[name] = robust
-        if transfer_from is not None:
-            at_eps["transfer PGD-100"] = torch.minimum(clean, _transfer(transfer_from, run, eps))
-            accuracies["transfer PGD-100"] = {**accuracy_entry(at_eps["transfer PGD-100"]), "eps": eps}
-        if substitute:
-            at_eps["substitute FGSM"], queries = _substitute(run, n, eps)
-            at_eps["substitute FGSM"] = torch.minimum(clean, at_eps["substitute FGSM"])
-            accuracies["substitute FGSM"] = {**accuracy_entry(at_eps["substitute FGSM"]), "eps": eps, "queries": queries}
-        px, py = x[:probe_samples], y[:probe_samples]
-        gen = torch.Generator().manual_seed(seed)
-        gradient = probes.input_gradient(scores, px, py)  # one backward pass serves both probes
-        grads = probes.gradient_probe(scores, px, py, eps=eps, bounds=(low, high), generator=gen, gradient=gradient)
-        fd = probes.finite_difference_probe(scores, px, py, step=eps / 4, bounds=(low, high), generator=gen,
-                                            gradient=gradient)
-        if randomness["random"]:
-            randomness["gradient_variance"] = fixes.gradient_variance(scores, px[:50], py[:50])
+        at_eps, accuracies = _check_attacks(run, eps=eps, width=width, square_queries=square_queries,
+                                            transfer_from=transfer_from, substitute=substitute, n=n)
+        grads, fd = _gradient_probes(run, randomness, eps=eps, bounds=(low, high), probe_samples=probe_samples)
         findings = (checks.ordering_findings(accuracies) + [
-            checks.random_step_finding(accuracies), checks.black_box_finding(accuracies), checks.unbounded_finding(accuracies),
+            checks.single_step_far_weaker_finding(accuracies), checks.random_step_finding(accuracies),
+            checks.black_box_finding(accuracies), checks.unbounded_finding(accuracies),
             checks.monotone_finding(accuracies), checks.gradient_finding(grads), checks.finite_difference_finding(fd),
             checks.randomness_finding(randomness), checks.probabilities_finding(outputs)])
-        from gibbon.evaluation.adaptive import apply_remedies
-
         applied = apply_remedies(run, chosen, at_eps, accuracies, eps=eps, grads=grads, fd=fd, outputs=outputs,
                                  randomized=randomness["random"], square_queries=square_queries, n=n)
-        if suite is not None and not randomness["random"]:
-            from gibbon.evaluation.adaptive import suite_on_survivors
-
-            at_eps[f"suite {suite}"] = suite_on_survivors(run, at_eps, suite, eps)
-            accuracies[f"suite {suite} (on survivors)"] = {**accuracy_entry(at_eps[f"suite {suite}"]), "eps": eps}
+        if suite is not None and not randomness["random"] and bool(run.worst_case(at_eps).any()):
+            # (where the checks broke every sample the suite cannot lower the worst case: skipped)
+            at_eps[f"suite {suite}"] = suite_worst_case(run, suite, eps)
+            accuracies[f"suite {suite}"] = {**accuracy_entry(at_eps[f"suite {suite}"]), "eps": eps}
         findings.append(checks.model_errors_finding(outputs, scores.errors, scores.failed_samples, run.attack_errors))
+        adaptive = accuracy_entry(run.worst_case(at_eps))
     finally:
         scores.train(was_training)
-    adaptive = accuracy_entry(run.worst_case(at_eps))
     verdict = SUSPECTED if any(f.flagged for f in findings) else NO_SIGN
     settings = {"eps": eps, "norm": "linf", "n": int(len(y)), "seed": seed, "square_queries": square_queries,
                 "dataset": data.name, "split": data.split, "probe_samples": int(min(probe_samples, len(y))),
@@ -282,6 +255,48 @@ def diagnose(model, data, *, eps: float, n: int = 500, batch_size: int = 250, se
                 "output_kind": scores.output_kind}
     return Diagnosis(verdict, findings, accuracies, settings, time.perf_counter() - start,
                      adaptive["accuracy"], adaptive["interval"], applied)
+
+
+def _check_attacks(run: _Run, *, eps, width, square_queries, transfer_from, substitute, n) -> tuple[dict, dict]:
+    """The checks' attacks: per-sample results at ``eps`` (the worst case's candidates) and every accuracy."""
+    clean = run.score(run.x)
+    run.keep("clean", run.x)
+    accuracies, at_eps = {"clean": accuracy_entry(clean)}, {"clean": clean}
+    noise = _random_signs(run.x, eps, run.data.bounds, run.seed)
+    run.keep("random noise", noise)
+    at_eps["random noise"] = torch.minimum(clean, run.score(noise))
+    accuracies["random noise"] = {**accuracy_entry(at_eps["random noise"]), "eps": eps}
+    for name, attack, attack_eps in _attacks(eps, width, square_queries):
+        robust = run.attack(name, attack, attack_eps)
+        robust = clean.clone() if robust is None else torch.minimum(clean, robust)
+        accuracies[name] = {**accuracy_entry(robust), "eps": attack_eps}
+        if name in run.attack_errors:
+            accuracies[name]["error"] = run.attack_errors[name]
+        if name not in OFF_EPS:
+            at_eps[name] = robust
+    extra = []
+    if transfer_from is not None:
+        extra.append(("transfer PGD-100", _transfer(transfer_from, run, eps), {}))
+    if substitute:
+        robust, queries = _substitute(run, n, eps)
+        extra.append(("substitute FGSM", robust, {"queries": queries}))
+    for name, robust, more in extra:
+        at_eps[name] = torch.minimum(clean, robust)
+        accuracies[name] = {**accuracy_entry(at_eps[name]), "eps": eps, **more}
+    return at_eps, accuracies
+
+
+def _gradient_probes(run: _Run, randomness: dict, *, eps, bounds, probe_samples) -> tuple[dict, dict]:
+    """The gradient and finite-difference probes; a randomized model's gradient variance joins ``randomness``."""
+    px, py = run.x[:probe_samples], run.y[:probe_samples]
+    gen = torch.Generator().manual_seed(run.seed)
+    gradient = probes.input_gradient(run.model, px, py)  # one backward pass serves both probes
+    grads = probes.gradient_probe(run.model, px, py, eps=eps, bounds=bounds, generator=gen, gradient=gradient)
+    fd = probes.finite_difference_probe(run.model, px, py, step=eps / 4, bounds=bounds, generator=gen,
+                                        gradient=gradient)
+    if randomness["random"]:
+        randomness["gradient_variance"] = fixes.gradient_variance(run.model, px[:50], py[:50])
+    return grads, fd
 
 
 def _output_probe(scores: Scores, x: torch.Tensor, classes: int) -> dict:

@@ -168,3 +168,27 @@ def model_errors_finding(outputs: dict, errors: list, failed: int, attack_errors
          "attack_errors": attack_errors},
         "the model raised or returned NaN / inf on some inputs (counted as misclassified there): fix its input "
         "handling; robust accuracies on the affected samples say more about the crash than about robustness")
+
+
+SINGLE_STEP_SHARE = 0.1
+"""Flag when FGSM breaks less than this share of what the iterative attacks break ..."""
+ITERATIVE_BREAKS = 0.5
+"""... and the iterative attacks break at least this fraction of the clean-correct samples."""
+
+
+def single_step_far_weaker_finding(acc: dict) -> Finding:
+    """FGSM-trained models that overfit catastrophically (Wong et al. 2020, arXiv:2001.03994) keep
+    FGSM's accuracy near the clean one while PGD breaks nearly everything: the gradient at the data
+    points is locally masked. An honest robust model keeps both high; an undefended one loses both."""
+    clean = acc["clean"]["accuracy"]
+    iterative = min(acc["PGD-10"]["accuracy"], acc["PGD-100"]["accuracy"])
+    fgsm = acc["FGSM"]["accuracy"]
+    broken_iterative, broken_fgsm = clean - iterative, clean - fgsm
+    share = broken_fgsm / broken_iterative if broken_iterative > 0 else 1.0
+    flagged = broken_iterative >= ITERATIVE_BREAKS * max(clean, 1e-12) and share < SINGLE_STEP_SHARE
+    return Finding(
+        "single-step-far-weaker", "FGSM breaks a fair share of what iterative attacks break", bool(flagged),
+        {"clean": clean, "FGSM": fgsm, "PGD (best of 10, 100 steps)": iterative, "fgsm_share_of_broken": share},
+        "one gradient step at the data points finds almost nothing that a few more steps find: the gradient is "
+        "masked locally (catastrophic overfitting of FGSM training): report the iterative attacks' accuracy, retrain "
+        "with random starts (fast AT with its guard) or PGD, and check R+FGSM and transfer")

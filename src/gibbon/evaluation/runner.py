@@ -115,9 +115,9 @@ class Runner:
             if self.budget is None:
                 try:
                     x_adv = self._attack(attack, xb, yb, tb, eps, generator)
-                except GibbonInputError:
+                except (GibbonInputError, QueryBudgetExceeded):
                     raise
-                except Exception as err:  # noqa: BLE001 - e.g. no gradient path: a warning, never a traceback
+                except RuntimeError as err:  # no gradient path (autograd's error): a warning, not a traceback
                     line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                     raised[line] = raised.get(line, 0) + len(chunk)
                     x_adv = xb
