@@ -36,6 +36,8 @@ DatasetOpt = typer.Option("mnist", "--dataset", help="digits, mnist, cifar10, sy
 SplitOpt = typer.Option("test", "--split", help="train, val or test.")
 ModelOpt = typer.Option(..., "--model", help="PATH.safetensors, or pkg.module:factory with --weights.")
 WeightsOpt = typer.Option(None, "--weights", help="Weights for a pkg.module:factory model.")
+TrustCodeOpt = typer.Option(False, "--trust-code", help="Let a model card that names a factory (pkg.module:function) "
+                            "import and run it. Only for cards you wrote or trust: the card picks the code.")
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -55,15 +57,16 @@ def check_seed_and_batch(seed: int, batch_size: int) -> None:
         raise GibbonInputError(f"--seed must be >= 0, got {seed}")
 
 
-def load_model(spec: str, weights: Optional[str], device: str):
-    """A saved gibbon model (PATH.safetensors) or a user's ``pkg.module:factory`` with --weights."""
+def load_model(spec: str, weights: Optional[str], device: str, trust_code: bool = False):
+    """A saved gibbon model (PATH.safetensors) or a user's ``pkg.module:factory`` with --weights.
+    ``trust_code`` (--trust-code) lets a card's own factory run; the command line's spec always may."""
     from gibbon import zoo
 
     if ":" in spec and not Path(spec).exists() and not spec.endswith(".safetensors"):
         if weights is None:
             raise GibbonInputError("a model given as pkg.module:factory needs --weights F.safetensors")
         return zoo.load_user_model(spec, weights=weights).to(device)
-    return zoo.load(spec, device=device)
+    return zoo.load(spec, device=device, trust_code=trust_code)
 
 
 def load_oracle(spec: str):
@@ -261,6 +264,9 @@ def evaluate(
     attack: List[str] = typer.Option([], "--attack", help="NAME[:key=value,...]; repeat for several."),
     eps: List[float] = typer.Option([], "--eps", help="Budget; repeat for several."),
     norm: str = typer.Option("linf", "--norm", help="linf, l2, l1 or l0."),
+    target: Optional[str] = typer.Option(None, "--target", help="Targeted evaluation: CLASS, least-likely or random "
+                                         "(per sample, seeded); a sample is robust unless the attack reaches its "
+                                         "target. Default: untargeted."),
     cascade: bool = typer.Option(False, "--cascade", help="Attack only samples still robust (fast worst case)."),
     suite: Optional[str] = typer.Option(None, "--suite", help="reliable (AutoAttack's ensemble) or quick; implies --cascade."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
@@ -269,6 +275,7 @@ def evaluate(
                                   "checks, the remedies they call for (BPDA, EOT, margin loss, gradient-free, "
                                   "surrogate) and the per-sample worst case over all of them; one --eps, linf."),
     remedies: str = RemediesOpt,
+    trust_code: bool = TrustCodeOpt,
     seed: int = SeedOpt,
     batch_size: int = BatchOpt,
     device: Optional[str] = DeviceOpt,
@@ -284,11 +291,14 @@ def evaluate(
     check_seed_and_batch(seed, batch_size)
     device = resolve_device(device)
     norm = get_norm(norm).name
+    if adaptive and target is not None:
+        raise GibbonInputError("--adaptive evaluates untargeted robustness; drop --target (or drop --adaptive)")
     if adaptive:
         return _evaluate_adaptive(model_spec, weights, oracle_spec, dataset, split, n, attack, eps, norm, suite,
-                                  remedies, json_path, seed, batch_size, device)
+                                  remedies, json_path, seed, batch_size, device, trust_code)
     configs = [parse_attack(spec) for spec in (suite_attacks(suite) if suite else []) + list(attack)]
-    resolved = resolve_attacks(configs, norm, targeted=False)  # fail fast on a norm the attack does not define
+    # fail fast on a norm the attack does not define, or a targeted-only attack without --target
+    resolved = resolve_attacks(configs, norm, targeted=target is not None)
     if oracle_spec is not None and gradient is None:
         require_black_box(resolved)  # fail fast: a gradient attack on a black box
     if max_total_queries is not None and (oracle_spec is None and gradient is None or max_total_queries < 0):
@@ -314,7 +324,8 @@ def evaluate(
     if oracle_spec is not None:
         model = load_oracle(oracle_spec)
     else:
-        model = main_job_model(seed, device) if model_spec is None else load_model(model_spec, weights, device)
+        model = main_job_model(seed, device) if model_spec is None else load_model(model_spec, weights, device,
+                                                                                   trust_code)
     check_model_fits(model, data)
     if max_total_queries is not None or gradient is not None:
         from gibbon.oracles import Oracle, parse_gradient
@@ -324,7 +335,7 @@ def evaluate(
         if gradient is not None:  # the attacks see the model through score queries only
             model = parse_gradient(gradient, model, bounds=data.bounds, seed=seed)
     report = run_evaluation(model, data, configs, eps, norm=norm, cascade=cascade or suite is not None, batch_size=batch_size, seed=seed,
-                            device=device, checkpoint=checkpoint, progress=True)
+                            device=device, checkpoint=checkpoint, progress=True, target=target)
     out.print(report.table())
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
@@ -334,7 +345,7 @@ def evaluate(
 
 
 def _evaluate_adaptive(model_spec, weights, oracle_spec, dataset, split, n, attack, eps, norm, suite, remedies,
-                       json_path, seed, batch_size, device):
+                       json_path, seed, batch_size, device, trust_code):
     from gibbon import data as gdata
     from gibbon.evaluation.remedies import parse_remedies
 
@@ -346,7 +357,8 @@ def _evaluate_adaptive(model_spec, weights, oracle_spec, dataset, split, n, atta
     if (model_spec is None) == (oracle_spec is None):
         raise GibbonInputError("--adaptive needs the model to evaluate: pass --model (or --oracle)")
     data = gdata.load(dataset, split)
-    model = load_oracle(oracle_spec) if oracle_spec is not None else load_model(model_spec, weights, device).eval()
+    model = (load_oracle(oracle_spec) if oracle_spec is not None
+             else load_model(model_spec, weights, device, trust_code).eval())
     check_model_fits(model, data)
     report = _run_diagnosis(model, data, eps=eps[0], n=len(data) if n is None else n, batch_size=batch_size,
                             seed=seed, device=device, square_queries=1000, transfer_from=None, substitute=False,
@@ -369,6 +381,7 @@ def attack(
     target: Optional[str] = typer.Option(None, "--target", help="CLASS, least-likely or random (default: untargeted)."),
     n: int = typer.Option(100, "--n", help="Attack the first N samples."),
     out_path: Path = typer.Option(..., "--out", help="Write x, x_adv, y, pred_adv, success, distance to PATH.npz."),
+    trust_code: bool = TrustCodeOpt,
     seed: int = SeedOpt,
     batch_size: int = BatchOpt,
     device: Optional[str] = DeviceOpt,
@@ -393,7 +406,7 @@ def attack(
     if out_path.suffix != ".npz":
         raise GibbonInputError(f"--out must end in .npz, got {out_path}")
     data = gdata.load(dataset, split, n=n)
-    model = load_model(model_spec, weights, device)
+    model = load_model(model_spec, weights, device, trust_code)
     check_model_fits(model, data)
     result = run_attack(model, data, cfg, eps=eps, norm=norm_obj.name, target=target, batch_size=batch_size, seed=seed,
                    device=device)
@@ -421,6 +434,7 @@ def substitute(
     norm: str = typer.Option("linf", "--norm", help="linf, l2, l1 or l0."),
     max_total_queries: Optional[int] = typer.Option(None, "--max-total-queries", help="Labels the attack may ask of the oracle in all, scoring included (an API's budget): the augmentation stops before it."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
+    trust_code: bool = TrustCodeOpt,
     seed: int = SeedOpt,
 ):
     """Papernot et al.'s black-box attack: train a substitute from oracle labels, transfer an attack."""
@@ -441,7 +455,7 @@ def substitute(
         raise GibbonInputError("--seed-images, --n and --epochs must be >= 1, --rounds and --shift >= 0 and --step > 0")
     attack_cfg = parse_attack(attack_spec)
     resolve_attacks([attack_cfg], norm, targeted=False)
-    oracle = Oracle(_load_any(oracle_spec), output="label", max_total=max_total_queries)
+    oracle = Oracle(_load_any(oracle_spec, trust_code), output="label", max_total=max_total_queries)
     test = gdata.load(dataset, "test", n=seed_images + n)
     if len(test) <= seed_images:
         raise GibbonInputError(f"{dataset} has {len(test)} test images: fewer than --seed-images + 1")
@@ -483,6 +497,7 @@ def diagnose(
     remedies: str = RemediesOpt,
     suite: str = AdaptiveSuiteOpt,
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the diagnosis as JSON here."),
+    trust_code: bool = TrustCodeOpt,
     seed: int = SeedOpt,
     batch_size: int = BatchOpt,
     device: Optional[str] = DeviceOpt,
@@ -498,14 +513,14 @@ def diagnose(
     if n < 1 or square_queries < 1:
         raise GibbonInputError("--n and --square-queries must be >= 1")
     device = resolve_device(device)
-    model = load_model(model_spec, weights, device).eval()
+    model = load_model(model_spec, weights, device, trust_code).eval()
     if transform is not None:
         from gibbon.defenses.front_ends import parse_transform
 
         model = parse_transform(transform, model)
     data = gdata.load(dataset, split)
     check_model_fits(model, data)
-    source = None if transfer_from is None else load_model(transfer_from, None, device).eval()
+    source = None if transfer_from is None else load_model(transfer_from, None, device, trust_code).eval()
     _run_diagnosis(model, data, eps=eps, n=n, batch_size=batch_size, seed=seed, device=device,
                    square_queries=square_queries, transfer_from=source, substitute=substitute_check,
                    remedies=remedies, suite=suite, json_path=json_path,
@@ -530,22 +545,22 @@ def _run_diagnosis(model, data, *, json_path, described: dict, **kwargs):
     return report
 
 
-def _load_any(spec: str):
+def _load_any(spec: str, trust_code: bool = False):
     """A zoo ``PATH.safetensors`` (a torch model) or ``sklearn:PATH`` / ``onnx:PATH`` (a black box)."""
     from gibbon import zoo as gzoo
 
     if ":" not in spec or Path(spec).exists():
-        return gzoo.load(spec).eval()
+        return gzoo.load(spec, trust_code=trust_code).eval()
     return load_oracle(spec)
 
 
-def _named(specs: List[str], option: str) -> dict:
+def _named(specs: List[str], option: str, trust_code: bool = False) -> dict:
     named = {}
     for item in specs:
         name, sep, spec = item.partition("=")
         if not sep or not name or not spec:
             raise GibbonInputError(f"{option} takes NAME=PATH (PATH.safetensors, sklearn:PATH or onnx:PATH), got {item!r}")
-        named[name] = _load_any(spec)
+        named[name] = _load_any(spec, trust_code)
     return named
 
 
@@ -561,6 +576,7 @@ def transfer(
     eps: float = typer.Option(0.3, "--eps", help="The attack's budget."),
     norm: str = typer.Option("linf", "--norm", help="linf, l2, l1 or l0."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the matrix as JSON here."),
+    trust_code: bool = TrustCodeOpt,
     seed: int = SeedOpt,
     batch_size: int = BatchOpt,
 ):
@@ -575,7 +591,7 @@ def transfer(
     norm = get_norm(norm).name
     attack_cfg = parse_attack(attack_spec)
     resolve_attacks([attack_cfg], norm, targeted=False)
-    sources, targets = _named(source, "--source"), _named(target, "--target")
+    sources, targets = _named(source, "--source", trust_code), _named(target, "--target", trust_code)
     test = gdata.load(dataset, "test", n=seed_images + n)
     if len(test) <= seed_images:
         raise GibbonInputError(f"{dataset} has {len(test)} test images: fewer than --seed-images + 1")

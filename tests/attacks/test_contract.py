@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gibbon.attacks import ATTACKS
+from gibbon.core.checks import GibbonInputError
 from gibbon.core.norms import get_norm
 
 EPS = {"linf": 0.1, "l2": 1.0, "l1": 5.0, "l0": 6.0}
@@ -128,6 +129,28 @@ def test_bad_input_errors(digits_mlp, batch):
         attack(digits_mlp, x * 3, y, eps=0.1)
     with pytest.raises(ValueError, match="integer tensor"):
         attack(digits_mlp, x, y.float(), eps=0.1)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_every_attack_rejects_non_finite_inputs_and_labels_out_of_range(name, digits_mlp, batch):
+    """NaN/inf inputs used to pass and give NaN outputs; labels >= classes were 'robust' (issue 23, #6)."""
+    x, y = batch[0][:8].clone(), batch[1][:8].clone()
+    norm = ATTACKS[name].norms[0]
+    for bad in (float("nan"), float("inf")):
+        poisoned = x.clone()
+        poisoned[3, 0, 2, 2] = bad
+        with pytest.raises(GibbonInputError, match="NaN or infinite.*sample 3 is the first"):
+            _call(name, digits_mlp, poisoned, y, norm)
+    # black-box attacks learn the class count only from answers they are charged for: they refuse
+    # negative labels here and meet too-large ones in their first answer
+    for label in (-1,) if ATTACKS[name].black_box else (10, -1):
+        wrong = y.clone()
+        wrong[5] = label
+        with pytest.raises(GibbonInputError, match="labels must be class indices in"):
+            _call(name, digits_mlp, x, wrong, norm, target=(y + 1) % 10 if ATTACKS[name].targeted_only else None)
+    if not ATTACKS[name].black_box and (ATTACKS[name].targeted_only or name in ("apgd", "pgd", "fgsm", "cw")):
+        with pytest.raises(GibbonInputError, match="targets must be class indices in"):
+            _call(name, digits_mlp, x, y, norm, target=torch.full_like(y, 12))
 
 
 class _GradientRefusingCounter(torch.nn.Module):

@@ -96,7 +96,7 @@ def test_deployment_answers_in_the_configured_style(tmp_path, local_model, model
         dep.authenticate("Bearer wrong-wrong-wrong-wrong")
     assert err.value.status == 401
     line = json.loads((tmp_path / "logs" / "queries" / f"{state.spec.id}.jsonl").read_text())
-    assert set(line) == {"seq", "t", "rows", "total", "labels", "proj"}  # no raw inputs without --log-inputs
+    assert set(line) == {"seq", "t", "rows", "total", "labels", "proj", "crc"}  # no raw inputs without --log-inputs
     dep.close()
 
 

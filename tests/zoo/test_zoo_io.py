@@ -142,10 +142,10 @@ def test_load_user_model(tmp_path, user_module):
     model = load_user_model(f"{user_module}:Net", weights=tmp_path / "w.safetensors", card={"dataset": "digits"})
     assert model.gibbon_card["dataset"] == "digits"
 
-    # saved through gibbon.zoo.save with the factory in the card, plain load() finds it again
+    # saved through gibbon.zoo.save with the factory in the card, load() finds it again once trusted
     save(model, tmp_path / "u.safetensors", {"factory": f"{user_module}:make", "input_shape": [1, 8, 8]})
     with torch.no_grad():
-        assert torch.equal(load(tmp_path / "u.safetensors")(x), ref(x.flatten(1)))
+        assert torch.equal(load(tmp_path / "u.safetensors", trust_code=True)(x), ref(x.flatten(1)))
 
 
 def test_load_user_model_errors(tmp_path, user_module):

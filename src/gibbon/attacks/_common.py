@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gibbon.core.checks import GibbonInputError, check_attack_inputs, check_eps
+from gibbon.core.checks import GibbonInputError, check_attack_inputs, check_eps, check_labels
 from gibbon.core.losses import get_loss
 
 DEFAULT_SEED = 0
@@ -15,15 +15,45 @@ def default_generator(generator: torch.Generator | None) -> torch.Generator:
     return generator if generator is not None else torch.Generator().manual_seed(DEFAULT_SEED)
 
 
-def prepare(x, y, *, eps, bounds, target, norm_name: str, allowed_norms) -> tuple[float, float]:
-    """Validate one attack call; returns the checked bounds."""
+def count_classes(model, x: torch.Tensor) -> int | None:
+    """How many classes ``model`` scores: its ``num_classes`` if it says, else the width of one
+    forward pass on ``x[:1]`` (no gradient, the global RNG untouched). None where that cannot be
+    known for free: an oracle counts every row as a query, a model in training mode (attacks
+    inside adversarial training) would update its BatchNorm statistics, and a model that fails
+    on the probe row leaves the failure to the attack itself."""
+    known = getattr(model, "num_classes", None)
+    if isinstance(known, int):
+        return known
+    if not isinstance(model, torch.nn.Module) or x.ndim == 0 or x.shape[0] == 0:
+        return None
+    if hasattr(model, "queries") or hasattr(model, "total_remaining"):  # a query-counting wrapper: not free
+        return None
+    if any(m.training for m in model.modules()):  # a forward in train mode moves BatchNorm statistics
+        return None
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+            out = model(x[:1])
+    except Exception:  # noqa: BLE001 - a hostile model: the attack meets (and reports) its error itself
+        return None
+    return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.ndim == 2 else None
+
+
+def prepare(x, y, *, eps, bounds, target, norm_name: str, allowed_norms, model=None) -> tuple[float, float]:
+    """Validate one attack call; returns the checked bounds. With ``model``, labels and targets
+    must also be classes it can output."""
     if norm_name not in allowed_norms:
         raise GibbonInputError(
             f"this attack is defined for {', '.join(allowed_norms)}, not {norm_name}; pass norm={allowed_norms[0]!r}"
         )
     if eps is not None:
         check_eps(eps)
-    return check_attack_inputs(x, y, bounds, target)
+    bounds = check_attack_inputs(x, y, bounds, target)  # cheap checks first: the probe below needs sane inputs
+    classes = count_classes(model, x) if model is not None else None
+    if classes is not None:
+        check_labels(y, classes)
+        if target is not None:
+            check_labels(target, classes, "targets")
+    return bounds
 
 
 def input_gradient(model, x_adv: torch.Tensor, labels: torch.Tensor, loss) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -193,8 +193,9 @@ def _attack(model, x, label_sets, *, objective, succeeded, norm, eps, steps, res
     return best.x_adv
 
 
-def _setup(x, y, eps, norm, bounds, target, steps, restarts):
-    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS)
+def _setup(model, x, y, eps, norm, bounds, target, steps, restarts):
+    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS,
+                     model=model)
     if steps < 1 or restarts < 1:
         raise GibbonInputError("apgd needs steps >= 1 and restarts >= 1")
     return bounds, get_norm(norm)
@@ -230,7 +231,7 @@ def apgd(model, x, y, *, eps, norm="linf", steps: int = 100, restarts: int = 1, 
         >>> bool(((apgd(model, x, y, eps=0.1, steps=10) - x).abs() <= 0.1 + 1e-6).all())
         True
     """
-    bounds, norm = _setup(x, y, eps, norm, bounds, target, steps, restarts)
+    bounds, norm = _setup(model, x, y, eps, norm, bounds, target, steps, restarts)
     loss_fn, x = get_loss(loss), x.detach()
     if target is None:
         labels, succeeded, objective = y[:, None], _untargeted, lambda z, lab: loss_fn(z, lab[:, 0])
@@ -250,7 +251,7 @@ def apgd_targeted(model, x, y, *, eps, norm="linf", steps: int = 100, restarts: 
     (success = any label but ``y``); with ``target`` only that class, and success = reaching it.
     Other arguments as :func:`apgd`; needs at least 4 classes.
     """
-    bounds, norm = _setup(x, y, eps, norm, bounds, target, steps, restarts)
+    bounds, norm = _setup(model, x, y, eps, norm, bounds, target, steps, restarts)
     x = x.detach()
     if target is None:
         with torch.no_grad():

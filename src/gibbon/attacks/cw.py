@@ -176,7 +176,8 @@ def cw_l2(model, x, y, *, eps=None, norm="l2", steps: int = 1000, lr: float = 0.
         >>> cw_l2(model, x, y, steps=20, binary_search_steps=2).shape
         torch.Size([2, 1, 2, 2])
     """
-    lo, hi = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=L2_NORMS)
+    lo, hi = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=L2_NORMS,
+                     model=model)
     if steps < 1 or binary_search_steps < 1 or lr <= 0 or initial_const <= 0 or confidence < 0:
         raise GibbonInputError("cw-l2 needs steps >= 1, binary_search_steps >= 1, lr > 0, initial_const > 0, "
                                "confidence >= 0")
@@ -217,7 +218,8 @@ def cw_linf(model, x, y, *, eps, norm="linf", steps: int = 100, step_size=None, 
         >>> bool(((cw_linf(model, x, y, eps=0.1, steps=5) - x).abs() <= 0.1 + 1e-6).all())
         True
     """
-    prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=LINF_NORMS)
+    prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=LINF_NORMS,
+            model=model)
     loss = functools.partial(cw_margin, confidence=confidence, targeted=target is not None)
     return pgd(model, x, y, eps=eps, norm="linf", steps=steps, step_size=step_size, random_start=random_start,
                restarts=restarts, loss=loss, target=target, bounds=bounds, early_stop=early_stop, generator=generator)

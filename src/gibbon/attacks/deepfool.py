@@ -82,7 +82,8 @@ def deepfool(model, x, y, *, eps=None, norm="l2", steps: int = 50, overshoot: fl
     """
     if target is not None:
         raise GibbonInputError("deepfool is untargeted only; drop target=, or use a targeted attack (cw-l2, pgd)")
-    bounds = prepare(x, y, eps=eps, bounds=bounds, target=None, norm_name=str(get_norm(norm)), allowed_norms=NORMS)
+    bounds = prepare(x, y, eps=eps, bounds=bounds, target=None, norm_name=str(get_norm(norm)), allowed_norms=NORMS,
+                     model=model)
     if steps < 1 or overshoot < 0 or candidates < 2 or nudge < 0:
         raise GibbonInputError("deepfool needs steps >= 1, overshoot >= 0, candidates >= 2 and nudge >= 0")
     norm = get_norm(norm)

@@ -137,7 +137,8 @@ def fab(model, x, y, *, eps=None, norm="linf", steps: int = 100, restarts: int =
         >>> fab(model, x, y, steps=10).shape
         torch.Size([2, 1, 2, 2])
     """
-    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS)
+    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS,
+                     model=model)
     if steps < 1 or restarts < 1:
         raise GibbonInputError("fab needs steps >= 1 and restarts >= 1")
     norm, generator, x = get_norm(norm), default_generator(generator), x.detach()

@@ -47,7 +47,8 @@ def fgsm(model, x, y, *, eps, norm="linf", loss="ce", target=None, bounds=(0.0, 
         >>> round(float((fgsm(model, x, torch.tensor([0]), eps=0.1) - x).abs().max()), 6)
         0.1
     """
-    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS)
+    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS,
+                     model=model)
     norm = get_norm(norm)
     x = x.detach()
     return x + gradient_step(model, x, y, eps=eps, norm=norm, loss=loss, target=target, bounds=bounds)

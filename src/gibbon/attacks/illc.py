@@ -26,7 +26,8 @@ def illc(model, x, y, *, eps, norm="linf", steps: int | None = None, step_size: 
     Returns:
         ``x_adv`` shaped like ``x``.
     """
-    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS)
+    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS,
+                     model=model)
     target = least_likely(model, x.detach()) if target is None else target
     return iterative(model, x, y, eps=eps, steps=steps, step_size=step_size, loss=loss, target=target,
                      bounds=bounds, early_stop=early_stop)

@@ -86,7 +86,8 @@ def jsma(model, x, y, *, target=None, eps=None, norm="l0", theta: float = 1.0, m
         >>> ((x_adv != x).flatten(1).sum(1) <= 4).tolist()
         [True, True]
     """
-    lo, hi = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS)
+    lo, hi = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS,
+                     model=model)
     if target is None:
         raise GibbonInputError("jsma is a targeted attack; pass target= (e.g. (y + 1) % num_classes)")
     if theta == 0 or not 0 <= max_distortion <= 1:

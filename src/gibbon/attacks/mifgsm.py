@@ -32,7 +32,8 @@ def mifgsm(model, x, y, *, eps, norm="linf", steps: int = 10, step_size=None, de
     Returns:
         ``x_adv`` shaped like ``x``.
     """
-    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS)
+    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS,
+                     model=model)
     if steps < 1:
         raise GibbonInputError("mifgsm needs steps >= 1")
     step_size = eps / steps if step_size is None else step_size

@@ -54,7 +54,8 @@ def pgd(model, x, y, *, eps, norm="linf", steps: int = 40, step_size=None, rando
         >>> bool(((x_adv - x).abs() <= 0.1 + 1e-6).all())
         True
     """
-    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS)
+    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS,
+                     model=model)
     if steps < 1 or restarts < 1:
         raise GibbonInputError("pgd needs steps >= 1 and restarts >= 1")
     norm = get_norm(norm)

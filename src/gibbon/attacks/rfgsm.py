@@ -34,7 +34,8 @@ def rfgsm(model, x, y, *, eps, norm="linf", random_step=None, loss="ce", target=
     Returns:
         ``x_adv`` shaped like ``x``.
     """
-    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS)
+    bounds = prepare(x, y, eps=eps, bounds=bounds, target=target, norm_name=str(get_norm(norm)), allowed_norms=NORMS,
+                     model=model)
     norm = get_norm(norm)
     alpha = eps / 2 if random_step is None else random_step
     if isinstance(alpha, (int, float)) and isinstance(eps, (int, float)) and alpha > eps:

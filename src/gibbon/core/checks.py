@@ -28,8 +28,33 @@ def check_eps(eps, *, name: str = "eps") -> None:
             raise GibbonInputError(f"{name} must be a finite number >= 0, got {v!r}")
 
 
-def check_attack_inputs(x: torch.Tensor, y: torch.Tensor, bounds, target=None) -> tuple[float, float]:
-    """Validate one attack call's tensors; returns the checked ``(low, high)`` bounds."""
+def check_labels(labels: torch.Tensor, num_classes: int | None, what: str = "labels") -> None:
+    """Class indices must lie in ``[0, num_classes)`` (only ``>= 0`` when the count is unknown):
+    a label the model cannot output would otherwise count as an unbreakable, robust sample."""
+    if labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or (num_classes is not None and high >= num_classes):
+        bad = low if low < 0 else high
+        index = int(((labels < 0) if low < 0 else (labels >= num_classes)).nonzero()[0])
+        span = f"[0, {num_classes})" if num_classes is not None else "[0, classes)"
+        raise GibbonInputError(f"{what} must be class indices in {span}, got {bad} at sample {index}; "
+                               "check the labels match the model's classes")
+
+
+def check_finite(x: torch.Tensor, what: str = "x") -> None:
+    """NaN or infinite inputs make every attack's arithmetic NaN: refuse them, naming the first."""
+    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) if x.ndim else torch.isfinite(x)
+    if x.numel() and not bool(finite.all()):
+        first = int((~finite).nonzero()[0])
+        raise GibbonInputError(f"{what} holds NaN or infinite values (sample {first} is the first of "
+                               f"{int((~finite).sum())}); drop or repair those inputs")
+
+
+def check_attack_inputs(x: torch.Tensor, y: torch.Tensor, bounds, target=None,
+                        num_classes: int | None = None) -> tuple[float, float]:
+    """Validate one attack call's tensors; returns the checked ``(low, high)`` bounds.
+    ``num_classes``, where known, also bounds the labels and targets from above."""
     lo, hi = check_bounds(bounds)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise GibbonInputError("x must be a floating-point tensor of inputs (N, ...); convert with x.float()")
@@ -39,6 +64,10 @@ def check_attack_inputs(x: torch.Tensor, y: torch.Tensor, bounds, target=None) -
         raise GibbonInputError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
     if target is not None and (not isinstance(target, torch.Tensor) or target.shape != y.shape):
         raise GibbonInputError(f"target must be a label tensor shaped like y {tuple(y.shape)}")
+    check_finite(x)
+    check_labels(y, num_classes)
+    if target is not None:
+        check_labels(target, num_classes, "targets")
     # a little slack: inputs saved as float16/uint8 and converted back can be off by rounding
     slack = 1e-5 * (hi - lo)
     if x.numel() and (x.min().item() < lo - slack or x.max().item() > hi + slack):

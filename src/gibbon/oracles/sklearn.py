@@ -399,7 +399,14 @@ def load_sklearn(path) -> SklearnModel:
         raise GibbonInputError(f"cannot read the model card {cpath} ({e}); save_sklearn writes it beside the model") from None
     if not isinstance(card, dict) or card.get("technique") not in TECHNIQUES or not card.get("input_shape"):
         raise GibbonInputError(f"model card {cpath} must name a technique ({', '.join(TECHNIQUES)}) and input_shape")
-    estimator = sio.load(path, trusted=check_trusted(path))
+    try:
+        estimator = sio.load(path, trusted=check_trusted(path))
+    except (GibbonInputError, UntrustedFileError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged archive fails in skops with any error type
+        raise GibbonInputError(f"cannot read {path} as a scikit-learn model ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else 'no detail'}); the file is damaged or not "
+                               "written by gibbon.oracles.save_sklearn: save it again") from None
     expected = _classes()[card["technique"]]
     if type(estimator) is not expected:
         raise GibbonInputError(f"{path} holds a {type(estimator).__name__}, but its card says {card['technique']} "

@@ -8,7 +8,8 @@ arXiv:1704.03976) on MNIST with 100 labels.
 The network is the paper's MNIST MLP, 784-1200-600-300-150-10 with batch normalisation after
 every affine layer, the output included (:func:`vat_mlp`). It is not a zoo architecture, so the
 two models are trained here and cached under :func:`gibbon.zoo.cache.cache_root` as
-safetensors with a card whose ``factory`` rebuilds the network (:func:`gibbon.zoo.load`).
+safetensors with a card that records the ``factory``; they are loaded back with
+:func:`gibbon.zoo.load_user_model` and this module's own factory, never the one on disk.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def _trained(alpha: float, *, seed: int, device: str):
                 "steps": EPOCHS * math.ceil(len(train) / UNLABELLED_BATCH)}
         zoo.save(model, weights, card)
         shutil.rmtree(entry / "checkpoints", ignore_errors=True)
-    return zoo.load(weights, device=device), read_card(weights)
+    # the factory comes from this module, never from the card on disk: no code named in a file is run
+    return zoo.load_user_model(FACTORY, weights=weights, device=device), read_card(weights)
 
 
 def miyato2018_vat_semisupervised(seed=0, device="cpu") -> list:

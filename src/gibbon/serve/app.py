@@ -10,6 +10,7 @@ soon as a streamed body passes the limit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import FastAPI, Request
@@ -24,6 +25,8 @@ from gibbon.serve.state import Deployment
 
 log = logging.getLogger("gibbon.serve")
 _CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+BODY_TIMEOUT = 30.0  # seconds for a whole request body once its headers are in
+MAX_PARALLEL = 4  # requests reading, parsing and predicting at once: bounds the memory bodies can take
 
 _NUMBER_NEST = {"type": "array", "items": {}, "description": "nested lists of numbers shaped (B, C, H, W)"}
 PREDICT_BODY = {"required": True, "content": {"application/json": {"schema": {"oneOf": [
@@ -57,8 +60,16 @@ def _error(status: int, code: str, detail: str, headers: dict | None = None) -> 
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) one over ``limit`` bytes without reading more than that."""
+async def read_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT) -> bytes:
+    """The request body, refusing (413) one over ``limit`` bytes without reading more than that,
+    and (408) one that has not arrived whole within ``timeout`` seconds (a slow-body client)."""
+    try:
+        return await asyncio.wait_for(_read_body(request, limit), timeout)
+    except asyncio.TimeoutError:
+        raise Rejected(408, "request_timeout", f"the body did not arrive within {timeout:g} s; send it at once") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -89,7 +100,9 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
-        return _error(exc.status_code, _CODES.get(exc.status_code, "http_error"), str(exc.detail))
+        # keep the router's headers: a 405 must say which methods the route takes (Allow, RFC 9110 15.5.6)
+        return _error(exc.status_code, _CODES.get(exc.status_code, "http_error"), str(exc.detail),
+                      getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -101,7 +114,7 @@ def _errors(app: FastAPI) -> None:
         return _error(500, "internal_error", "the server failed to answer; the error is logged on the server")
 
 
-def create_app(deployment: Deployment) -> FastAPI:
+def create_app(deployment: Deployment, max_parallel: int = MAX_PARALLEL, body_timeout: float = BODY_TIMEOUT) -> FastAPI:
     """The FastAPI app serving ``deployment`` (see the module docstring for the routes).
 
     Example:
@@ -111,8 +124,9 @@ def create_app(deployment: Deployment) -> FastAPI:
     app = FastAPI(title="gibbon prediction API", version="1", docs_url=None, redoc_url=None,
                   description="A classifier behind bearer tokens, query budgets, rate limits and a PRADA monitor.")
     app.state.deployment = deployment
-    errors = {code: {"model": ErrorBody} for code in (400, 401, 403, 409, 413, 422, 429)}
+    errors = {code: {"model": ErrorBody} for code in (400, 401, 403, 408, 409, 413, 422, 429)}
     settings = deployment.settings
+    working = asyncio.Semaphore(max_parallel)
     _errors(app)
 
     def auth(request: Request):
@@ -141,9 +155,11 @@ def create_app(deployment: Deployment) -> FastAPI:
         """Predictions for a batch of inputs; one input row is one query against the token's budget.
         An ``Idempotency-Key`` header makes a retry of the same batch free."""
         state = auth(request)
-        body = await read_body(request, settings.max_body_bytes)
-        answer, headers = await run_in_threadpool(answer_body, deployment, state, body,
-                                                  request.headers.get("idempotency-key"))
+        key = request.headers.get("idempotency-key")
+        deployment.precheck(state, key)  # refusals before the body: a flood of them reads nothing
+        async with working:  # at most max_parallel bodies in memory at once; the rest wait unread
+            body = await read_body(request, settings.max_body_bytes, body_timeout)
+            answer, headers = await run_in_threadpool(answer_body, deployment, state, body, key)
         return JSONResponse(answer, headers=headers)
 
     @app.get("/v1/admin/alerts", responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}})

@@ -87,12 +87,26 @@ def serve(
     ssl_certfile: Optional[Path] = typer.Option(None, "--ssl-certfile", help="Serve HTTPS with this certificate."),
     ssl_keyfile: Optional[Path] = typer.Option(None, "--ssl-keyfile", help="... and this private key."),
     access_log: bool = typer.Option(False, "--access-log", help="uvicorn's access log (never shows tokens)."),
+    forwarded_allow_ips: Optional[str] = typer.Option(
+        None, "--forwarded-allow-ips", help="Proxies (comma-separated IPs, or *) whose X-Forwarded-For is trusted "
+        "as the client address. Off by default: a header any client can set must not pick whom the login "
+        "throttle counts."),
+    max_connections: int = typer.Option(64, "--max-connections", help="Open connections at most (503 above)."),
+    max_parallel: int = typer.Option(4, "--max-parallel", help="Requests reading, parsing and predicting at once; "
+                                     "the rest wait unread (bounds memory to about this many bodies)."),
+    head_timeout: float = typer.Option(10.0, "--head-timeout", help="Seconds a client has to send a request's "
+                                       "line and headers (slowloris); the connection is closed after."),
+    body_timeout: float = typer.Option(30.0, "--body-timeout", help="Seconds a client has to send a whole body "
+                                       "once its headers are in (408 after)."),
+    trust_code: bool = typer.Option(False, "--trust-code", help="Let a model card that names a factory "
+                                    "(pkg.module:function) import and run it; only for cards you wrote or trust."),
 ) -> None:
     """Serve a model as a prediction API with tokens, budgets, rate limits and PRADA extraction alerts."""
     try:
         import uvicorn
 
         from gibbon.serve.app import create_app
+        from gibbon.serve.protocol import head_timeout_protocol
     except ImportError as e:
         raise GibbonInputError(f"gibbon serve needs {e.name}; {INSTALL_HINT}") from None
     import torch
@@ -102,16 +116,23 @@ def serve(
 
     check_options(output, topk, decimals, max_batch, max_body_bytes, threads, port, prada_delta, prada_min,
                   auth_failures, auth_failure_rate)
+    if max_connections < 1 or max_parallel < 1:
+        raise GibbonInputError("--max-connections and --max-parallel must be >= 1")
+    if not (head_timeout > 0 and body_timeout > 0):
+        raise GibbonInputError("--head-timeout and --body-timeout must be > 0 seconds")
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise GibbonInputError("give both --ssl-certfile and --ssl-keyfile, or neither")
     store = load_token_store(tokens_file, {"budget": budget, "rate": rate, "burst": burst})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("gibbon.serve")
+    if tokens_file is not None and tokens_file.stat().st_mode & 0o077:
+        log.warning("tokens file %s is readable by other users (mode %o): run chmod 600 %s", tokens_file,
+                    tokens_file.stat().st_mode & 0o777, tokens_file)
     if not _loopback(host) and ssl_certfile is None:
         log.warning("binding %s without TLS: tokens cross the network in clear; use --ssl-certfile/--ssl-keyfile "
                     "or a TLS proxy", host)
     torch.set_num_threads(threads)
-    net = zoo.load(model, device=device)
+    net = zoo.load(model, device=device, trust_code=trust_code)
     card = zoo.io.read_card(model)
     settings = Settings(output=output, topk=topk, decimals=decimals, max_batch=max_batch,
                         max_body_bytes=max_body_bytes, log_inputs=log_inputs, prada_delta=prada_delta,
@@ -121,8 +142,10 @@ def serve(
     log.info("serving %s (%s) on %s:%d for %d tokens; query logs in %s", model, card.get("architecture"), host, port,
              len(store.specs), log_dir)
     try:
-        uvicorn.run(create_app(deployment), host=host, port=port, access_log=access_log, log_level="info",
-                    ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
-                    ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
+        uvicorn.run(create_app(deployment, max_parallel=max_parallel, body_timeout=body_timeout), host=host, port=port, access_log=access_log,
+                    log_level="info", ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+                    ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+                    http=head_timeout_protocol(head_timeout), limit_concurrency=max_connections,
+                    proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips)
     finally:
         deployment.close()

@@ -5,6 +5,8 @@ FastAPI app in :mod:`gibbon.serve.app` only moves bytes in and out of :meth:`Dep
 
 Before any token is looked up, a client address that failed authentication too often is refused
 (429 ``too_many_failed_logins`` with ``Retry-After``; :class:`~gibbon.serve.tokens.FailedAuthLimiter`).
+Before the body is read, a token that could not pass any batch is refused: budget spent (403)
+or rate bucket empty (429) (:meth:`Deployment.precheck`), so refused floods cost no parsing.
 Order of checks for one request of ``B`` rows (each refusal leaves budget and log untouched):
 ``Idempotency-Key`` (422 reused for another batch, 409 still running; a known key with the
 same batch is a replay: answered, never charged), ``B > burst`` 413, budget 403
@@ -128,11 +130,20 @@ class Deployment:
     def _replay(self, spec: TokenSpec) -> TokenState:
         """A token's state from its log: queries used, request count and the detector fed in log order."""
         state = TokenState(spec, self.logs.for_token(spec.id), self._detector())
-        for record in state.log.records:
-            proj = np.frombuffer(base64.b64decode(record["proj"]), dtype="<f2").reshape(record["rows"], -1)
-            state.detector.observe(torch.from_numpy(proj.copy()), record["labels"])
-            state.used, state.seq = int(record["total"]), int(record["seq"])
-            if "key" in record:
+        for number, record in enumerate(state.log.records, 1):
+            try:
+                proj = np.frombuffer(base64.b64decode(record["proj"], validate=True), dtype="<f2")
+                proj = proj.reshape(int(record["rows"]), self.dim)
+                labels = [int(label) for label in record["labels"]]
+                total, seq = int(record["total"]), int(record["seq"])
+            except (KeyError, TypeError, ValueError) as err:  # JSON of the wrong shape: skipped like a damaged line
+                state.log.damaged.append(f"record {number}")
+                log.warning("%s: skipped record %d (%s: %s)", state.log.path, number, type(err).__name__, err)
+                continue
+            state.detector.observe(torch.from_numpy(proj.copy()), labels)
+            # totals are cumulative: a skipped record never refunds what a later one charged
+            state.used, state.seq = max(state.used, total), max(state.seq, seq)
+            if isinstance(record.get("key"), str) and isinstance(record.get("digest"), str):
                 state.remember(record["key"], record["digest"], state.seq)
         state.log.records = []  # replayed; not kept in memory
         state.detector.check()
@@ -155,6 +166,19 @@ class Deployment:
             raise Rejected(401, "unauthorized", "send a valid token as 'Authorization: Bearer <token>'",
                            {"WWW-Authenticate": 'Bearer realm="gibbon"'})
         return self.states[spec.id]
+
+    def precheck(self, state: TokenState, key: str | None = None) -> None:
+        """Refuse before the body is read what no batch could pass: a spent budget (403; not for a
+        request with an ``Idempotency-Key``, which may be a free replay) or an empty rate bucket
+        (429). Refusals then cost the server no parsing, so a flood of them stays cheap."""
+        spec = state.spec
+        if key is None and spec.budget is not None and state.used + state.reserved >= spec.budget:
+            raise Rejected(403, "budget_exhausted", f"the token has used its budget of {spec.budget} queries; "
+                                                    "do not retry", {"X-Gibbon-Budget-Remaining": "0"})
+        wait = state.bucket.wait(1)
+        if wait > 0:
+            raise Rejected(429, "rate_limited", f"over this token's rate of {spec.rate:g} queries/s; retry after "
+                                                "the Retry-After seconds", {"Retry-After": str(max(1, math.ceil(wait)))})
 
     def _admit(self, state: TokenState, rows: int, charged: bool = True) -> None:
         """Burst, budget (only for a request that will be ``charged``; a replay was paid for) and rate."""
@@ -266,7 +290,8 @@ class Deployment:
                 det = state.detector
                 tokens.append({**state.usage(), "flagged": det.flagged, "statistic": det.statistic,
                                "distances": len(det.distances)})
-        return {"alerts": list(self.alerts), "tokens": tokens, "delta": self.settings.prada_delta}
+        return {"alerts": list(self.alerts), "tokens": tokens, "delta": self.settings.prada_delta,
+                "damaged_log_lines": self.logs.damaged()}
 
     def close(self) -> None:
         self.logs.close()

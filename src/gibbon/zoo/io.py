@@ -218,13 +218,18 @@ def _load_weights(model: nn.Module, wpath: Path, what: str) -> None:
         raise GibbonInputError(f"the weights in {wpath} do not fit {what}: {e}") from None
 
 
-def load(path, device="cpu") -> nn.Module:
+def load(path, device="cpu", *, trust_code: bool = False) -> nn.Module:
     """Load a model saved by :func:`save` (``path``: the ``.safetensors`` file, its ``.json``
     card, or a folder holding ``model.safetensors``).
 
     Rebuilds the card's architecture, loads the weights strictly, wraps it in
     :class:`Normalized` if the card has a ``normalization``, moves it to ``device`` and returns
     it in eval mode with the card attached as ``model.gibbon_card``. Does not touch the global RNG.
+
+    A card whose model is a user's ``factory`` (``"pkg.module:function"``) names code to import
+    and run: anyone who hands you a weights + card pair could run anything on your machine, so
+    such a card loads only with ``trust_code=True`` (``--trust-code`` on the command line).
+    Cards naming a zoo architecture never run code from the card and need no opt-in.
     """
     wpath, _ = _weights_and_card_paths(path)
     if not wpath.exists():
@@ -232,6 +237,12 @@ def load(path, device="cpu") -> nn.Module:
     card = read_card(wpath)
     arch = card.get("architecture")
     if arch is None and card.get("factory"):
+        if trust_code is not True:
+            raise GibbonInputError(
+                f"model card {card_path(wpath)} names code to run (factory {card['factory']!r}); gibbon imports "
+                "and calls it only with trust_code=True (--trust-code on the command line): pass it only for a "
+                "card you wrote or trust, or load the weights with gibbon.zoo.load_user_model('pkg.module:factory')"
+            )
         return load_user_model(card["factory"], weights=wpath, card=card, device=device)
     if arch not in ARCHITECTURES:
         raise GibbonInputError(
