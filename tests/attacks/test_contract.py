@@ -141,14 +141,14 @@ def test_every_attack_rejects_non_finite_inputs_and_labels_out_of_range(name, di
         poisoned[3, 0, 2, 2] = bad
         with pytest.raises(GibbonInputError, match="NaN or infinite.*sample 3 is the first"):
             _call(name, digits_mlp, poisoned, y, norm)
-    # black-box attacks learn the class count only from answers they are charged for: they refuse
-    # negative labels here and meet too-large ones in their first answer
-    for label in (-1,) if ATTACKS[name].black_box else (10, -1):
+    # decision-based attacks see labels only, never the class count: they refuse negative labels;
+    # score-based ones check the labels against their first answer
+    for label in (-1,) if name in ("boundary", "hopskipjump") else (10, -1):
         wrong = y.clone()
         wrong[5] = label
         with pytest.raises(GibbonInputError, match="labels must be class indices in"):
             _call(name, digits_mlp, x, wrong, norm, target=(y + 1) % 10 if ATTACKS[name].targeted_only else None)
-    if not ATTACKS[name].black_box and (ATTACKS[name].targeted_only or name in ("apgd", "pgd", "fgsm", "cw")):
+    if ATTACKS[name].targeted_only or name in ("apgd", "pgd", "fgsm", "cw", "square", "one-pixel"):
         with pytest.raises(GibbonInputError, match="targets must be class indices in"):
             _call(name, digits_mlp, x, y, norm, target=torch.full_like(y, 12))
 

@@ -38,6 +38,14 @@ def count_classes(model, x: torch.Tensor) -> int | None:
     return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.ndim == 2 else None
 
 
+def check_labels_fit(scores: torch.Tensor, y: torch.Tensor, target=None) -> None:
+    """Labels (and targets) must be columns of ``scores``: for attacks that learn the class count
+    only from an answer they were charged for anyway."""
+    check_labels(y, int(scores.shape[1]))
+    if target is not None:
+        check_labels(target, int(scores.shape[1]), "targets")
+
+
 def prepare(x, y, *, eps, bounds, target, norm_name: str, allowed_norms, model=None) -> tuple[float, float]:
     """Validate one attack call; returns the checked bounds. With ``model``, labels and targets
     must also be classes it can output."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gibbon.attacks._common import default_generator, prepare
+from gibbon.attacks._common import check_labels_fit, default_generator, prepare
 from gibbon.attacks.registry import AttackConfig, register
 from gibbon.core.checks import GibbonInputError
 from gibbon.core.goals import is_adversarial
@@ -110,11 +110,16 @@ def one_pixel(model, x, y, *, eps=None, norm="l0", pixels: int | None = None, po
         coords = _random((m, size, k, 2), gen, x) * scale
         return torch.cat([coords, (mid + half * _random((m, size, k, c), gen, x, normal=True)).clamp(lo, hi)], dim=3)
 
+    checked = []
+
     def fitness(idx, cand):  # [m, size, k, 2 + c] -> (fitness [m, size], success [m, size])
         m = len(idx)
         rows = idx.repeat_interleave(size)
         images = apply_candidates(x[rows], cand.reshape(m * size, k, 2 + c), active[rows])
         scores = requires_scores(oracle(images, rows), "one-pixel")
+        if not checked:  # the first answer tells the class count: no query spent to learn it
+            check_labels_fit(scores, y, target)
+            checked.append(True)
         labels = (target if target is not None else y)[rows]
         prob = to_probabilities(scores).gather(1, labels[:, None]).squeeze(1)
         fit = -prob if target is not None else prob  # minimised

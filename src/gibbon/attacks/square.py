@@ -23,7 +23,7 @@ from functools import partial
 
 import torch
 
-from gibbon.attacks._common import default_generator, prepare
+from gibbon.attacks._common import check_labels_fit, default_generator, prepare
 from gibbon.attacks.registry import AttackConfig, register
 from gibbon.core.checks import GibbonInputError
 from gibbon.core.goals import is_adversarial
@@ -189,8 +189,13 @@ def square(model, x, y, *, eps, norm="linf", max_queries: int = 5000, p_init: fl
     loss_fn = partial(margin, confidence=None) if loss == "margin" else get_loss(loss)
     sign = 1.0 if target is not None else -1.0  # minimise: descend towards the target / away from y
 
+    checked = []
+
     def score(x_new, idx):
         scores = requires_scores(oracle(x_new, idx), "square")
+        if not checked:  # the first answer tells the class count: no query spent to learn it
+            check_labels_fit(scores, y, target)
+            checked.append(True)
         success = is_adversarial(scores, y[idx], None if target is None else target[idx])
         return sign * loss_fn(scores, labels[idx]), success
 
