@@ -177,7 +177,7 @@ def train(
                                        "random N drawn with --seed; svm-rbf and knn default to 10000)."),
     param: List[str] = typer.Option([], "--param", help="KEY=VALUE estimator parameter (--technique); repeat."),
     defense: Optional[str] = typer.Option(
-        None, "--defense", help="Train with a defense (--arch): fgsm, pgd, fast, trades, ensemble, vat, distill, noise, "
+        None, "--defense", help="Train with a defense (--arch): fgsm, pgd, fast, trades, ensemble, vat, distill, noise, dp, "
                                 "with options as NAME:key=value,... e.g. pgd:eps=0.3,steps=40 (see `gibbon defenses`)."),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule (--arch): constant, cyclic "
                                                                     "(Wong et al.'s, for --defense fast) or step."),
@@ -244,10 +244,15 @@ def train(
             "schedule": schedule,
             "batch_size": batch_size, "n_train": len(train_set), "clean_test_accuracy": acc, "history": result.history}
     if defense_config is not None:
+        from gibbon.defenses.dp_sgd import privacy_card
+
         card["defense"] = defense_config.card()
         card["early_stopped"], card["kept_epoch"] = result.early_stopped, result.kept_epoch
+        card["privacy"] = privacy_card(result.history)
     zoo.save(model, out_path, card, dataset=train_set)
     shown = "" if defense_config is None else f", defense {defense_config.name}"
+    if card.get("privacy"):
+        shown += f", epsilon {card['privacy']['epsilon']:.2f} at delta {card['privacy']['delta']:g}"
     out.print(f"saved {out_path} (test accuracy {acc:.2%}{shown})")
 
 

@@ -10,7 +10,8 @@ the registry behind ``gibbon train --defense NAME:key=value``.
 Registered names: ``fgsm`` (Goodfellow et al. 2015), ``pgd`` (Madry et al. 2018), ``fast``
 (Wong et al. 2020), ``trades`` (Zhang et al. 2019), ``ensemble`` (Tramer et al. 2018),
 ``distill`` (Papernot et al. 2016), ``vat`` (Miyato et al. 2018), ``noise`` (Gaussian
-augmentation for randomized smoothing, Cohen et al. 2019). Input transformations
+augmentation for randomized smoothing, Cohen et al. 2019), ``dp`` (DP-SGD, Abadi et al. 2016, through
+Opacus). Input transformations
 (:mod:`~gibbon.defenses.transforms`) and the attacker's wrappers that go through them
 (:class:`BPDA`, :class:`StraightThrough`, :class:`EOT`); randomized smoothing (:func:`certify`).
 """
@@ -24,6 +25,7 @@ from gibbon.defenses.fast import (MNIST_RECIPE, CatastrophicOverfitting, FastTra
 from gibbon.defenses.registry import DEFENSES, DefenseConfig, parse_defense, register
 from gibbon.defenses.trades import TRADESTraining, trades_objective
 from gibbon.defenses.noise import NoiseTraining, noise_objective
+from gibbon.defenses.dp_sgd import DPSGDTraining, noise_for_epsilon, privacy_spent, train_dp
 from gibbon.defenses.vat import VATTraining, vat_loss, vat_objective, vat_semi_supervised_objective
 from gibbon.defenses.transforms import (BitDepthReduction, InputTransformed, JpegCompression, MedianSmoothing,
                                         RandomResizePad)
@@ -34,6 +36,7 @@ from gibbon.defenses.smoothing import Certificate, SmoothedPrediction, certified
 
 __all__ = [
     "DEFENSES", "DefenseConfig", "parse_defense", "register",
+    "DPSGDTraining", "train_dp", "privacy_spent", "noise_for_epsilon",
     "fast_objective", "FastTraining", "overfitting_guard", "CatastrophicOverfitting", "MNIST_RECIPE",
     "FGSMTraining", "fgsm_training_objective", "PGDTraining", "pgd_training_objective",
     "TRADESTraining", "trades_objective", "EnsembleTraining", "ensemble_training_objective",

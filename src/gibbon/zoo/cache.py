@@ -124,8 +124,11 @@ def default_train(config: dict, checkpoint_dir: Path, progress: bool = True):
         "torch_threads": torch.get_num_threads(),
     }
     if defense is not None:
+        from gibbon.defenses.dp_sgd import privacy_card
+
         card["defense"] = defense.card()
         card["early_stopped"], card["kept_epoch"] = result.early_stopped, result.kept_epoch
+        card["privacy"] = privacy_card(result.history)
     return model, card
 
 
