@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gibbon.core.checks import GibbonInputError, check_attack_inputs, check_eps, check_labels
+from gibbon.core.checks import GibbonInputError, check_attack_inputs, check_eps, check_label_range
 from gibbon.core.losses import get_loss
 
 DEFAULT_SEED = 0
@@ -38,14 +38,6 @@ def count_classes(model, x: torch.Tensor) -> int | None:
     return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.ndim == 2 else None
 
 
-def check_labels_fit(scores: torch.Tensor, y: torch.Tensor, target=None) -> None:
-    """Labels (and targets) must be columns of ``scores``: for attacks that learn the class count
-    only from an answer they were charged for anyway."""
-    check_labels(y, int(scores.shape[1]))
-    if target is not None:
-        check_labels(target, int(scores.shape[1]), "targets")
-
-
 def prepare(x, y, *, eps, bounds, target, norm_name: str, allowed_norms, model=None) -> tuple[float, float]:
     """Validate one attack call; returns the checked bounds. With ``model``, labels and targets
     must also be classes it can output."""
@@ -58,9 +50,7 @@ def prepare(x, y, *, eps, bounds, target, norm_name: str, allowed_norms, model=N
     bounds = check_attack_inputs(x, y, bounds, target)  # cheap checks first: the probe below needs sane inputs
     classes = count_classes(model, x) if model is not None else None
     if classes is not None:
-        check_labels(y, classes)
-        if target is not None:
-            check_labels(target, classes, "targets")
+        check_label_range(classes, y, target)
     return bounds
 
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from gibbon.attacks._common import check_labels_fit, default_generator, prepare
+from gibbon.attacks._common import default_generator, prepare
 from gibbon.attacks.registry import AttackConfig, register
-from gibbon.core.checks import GibbonInputError
+from gibbon.core.checks import GibbonInputError, check_label_range
 from gibbon.core.goals import is_adversarial
 from gibbon.core.norms import get_norm
 from gibbon.oracles import as_oracle, requires_scores, to_probabilities
@@ -118,7 +118,7 @@ def one_pixel(model, x, y, *, eps=None, norm="l0", pixels: int | None = None, po
         images = apply_candidates(x[rows], cand.reshape(m * size, k, 2 + c), active[rows])
         scores = requires_scores(oracle(images, rows), "one-pixel")
         if not checked:  # the first answer tells the class count: no query spent to learn it
-            check_labels_fit(scores, y, target)
+            check_label_range(int(scores.shape[1]), y, target)
             checked.append(True)
         labels = (target if target is not None else y)[rows]
         prob = to_probabilities(scores).gather(1, labels[:, None]).squeeze(1)

@@ -23,9 +23,9 @@ from functools import partial
 
 import torch
 
-from gibbon.attacks._common import check_labels_fit, default_generator, prepare
+from gibbon.attacks._common import default_generator, prepare
 from gibbon.attacks.registry import AttackConfig, register
-from gibbon.core.checks import GibbonInputError
+from gibbon.core.checks import GibbonInputError, check_label_range
 from gibbon.core.goals import is_adversarial
 from gibbon.core.losses import get_loss, margin
 from gibbon.core.norms import L2, get_norm
@@ -194,7 +194,7 @@ def square(model, x, y, *, eps, norm="linf", max_queries: int = 5000, p_init: fl
     def score(x_new, idx):
         scores = requires_scores(oracle(x_new, idx), "square")
         if not checked:  # the first answer tells the class count: no query spent to learn it
-            check_labels_fit(scores, y, target)
+            check_label_range(int(scores.shape[1]), y, target)
             checked.append(True)
         success = is_adversarial(scores, y[idx], None if target is None else target[idx])
         return sign * loss_fn(scores, labels[idx]), success

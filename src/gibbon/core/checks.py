@@ -42,6 +42,13 @@ def check_labels(labels: torch.Tensor, num_classes: int | None, what: str = "lab
                                "check the labels match the model's classes")
 
 
+def check_label_range(num_classes: int | None, y: torch.Tensor, target=None) -> None:
+    """Labels ``y`` and (if given) targets as class indices of a model with ``num_classes`` outputs."""
+    check_labels(y, num_classes)
+    if target is not None:
+        check_labels(target, num_classes, "targets")
+
+
 def check_finite(x: torch.Tensor, what: str = "x") -> None:
     """NaN or infinite inputs make every attack's arithmetic NaN: refuse them, naming the first."""
     finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) if x.ndim else torch.isfinite(x)
@@ -51,10 +58,10 @@ def check_finite(x: torch.Tensor, what: str = "x") -> None:
                                f"{int((~finite).sum())}); drop or repair those inputs")
 
 
-def check_attack_inputs(x: torch.Tensor, y: torch.Tensor, bounds, target=None,
-                        num_classes: int | None = None) -> tuple[float, float]:
-    """Validate one attack call's tensors; returns the checked ``(low, high)`` bounds.
-    ``num_classes``, where known, also bounds the labels and targets from above."""
+def check_attack_inputs(x: torch.Tensor, y: torch.Tensor, bounds, target=None) -> tuple[float, float]:
+    """Validate one attack call's tensors; returns the checked ``(low, high)`` bounds. Labels and
+    targets must be >= 0 here; the class count, known only from the model, bounds them in
+    :func:`check_label_range`."""
     lo, hi = check_bounds(bounds)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise GibbonInputError("x must be a floating-point tensor of inputs (N, ...); convert with x.float()")
@@ -65,9 +72,7 @@ def check_attack_inputs(x: torch.Tensor, y: torch.Tensor, bounds, target=None,
     if target is not None and (not isinstance(target, torch.Tensor) or target.shape != y.shape):
         raise GibbonInputError(f"target must be a label tensor shaped like y {tuple(y.shape)}")
     check_finite(x)
-    check_labels(y, num_classes)
-    if target is not None:
-        check_labels(target, num_classes, "targets")
+    check_label_range(None, y, target)
     # a little slack: inputs saved as float16/uint8 and converted back can be off by rounding
     slack = 1e-5 * (hi - lo)
     if x.numel() and (x.min().item() < lo - slack or x.max().item() > hi + slack):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,6 +218,8 @@ def privacy_card(history: list[dict]) -> dict | None:
 
 
 def _save(path: Path, config, epoch, model, dp_opt, engine, sampling, noise_gen, result) -> None:
+    from gibbon.zoo.training import _atomic_torch_save
+
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": "gibbon-dp-checkpoint/1", "config": json.dumps(config, sort_keys=True), "epoch": epoch,
              "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -226,9 +227,7 @@ def _save(path: Path, config, epoch, model, dp_opt, engine, sampling, noise_gen,
              "accountant": json.dumps(engine.accountant.history), "sampling_rng": sampling.get_state(),
              "noise_rng": None if noise_gen is None else noise_gen.get_state(), "cpu_rng": torch.get_rng_state(),
              "history": json.dumps(result.history)}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    _atomic_torch_save(state, path)
 
 
 def _resume(path: Path, config, model, dp_opt, engine, sampling, noise_gen, result) -> int:

@@ -401,7 +401,7 @@ def load_sklearn(path) -> SklearnModel:
         raise GibbonInputError(f"model card {cpath} must name a technique ({', '.join(TECHNIQUES)}) and input_shape")
     try:
         estimator = sio.load(path, trusted=check_trusted(path))
-    except (GibbonInputError, UntrustedFileError):
+    except GibbonInputError:  # UntrustedFileError included: the refusal names the foreign types
         raise
     except Exception as e:  # noqa: BLE001 - a damaged archive fails in skops with any error type
         raise GibbonInputError(f"cannot read {path} as a scikit-learn model ({type(e).__name__}: "

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gibbon.core.checks import GibbonInputError, check_finite, check_labels
+from gibbon.oracles.base import to_probabilities
 
 LOW_FPRS = (0.001, 0.01)
 
@@ -65,13 +65,9 @@ def membership_scores(model, x: torch.Tensor, y: torch.Tensor, *, batch_size: in
                 raise GibbonInputError(f"the model must answer class scores (B, K), got shape {tuple(scores.shape)}")
             yb = y[i:i + batch_size].long()
             check_labels(yb, scores.shape[1])
-            probs = scores if _are_probabilities(scores) else F.softmax(scores, dim=1)
+            probs = to_probabilities(scores)  # probabilities kept as given, other scores softmaxed
             out.append(torch.log(probs.gather(1, yb[:, None]).squeeze(1).clamp_min(1e-45)))
     return torch.cat(out)
-
-
-def _are_probabilities(scores: torch.Tensor) -> bool:
-    return bool((scores >= 0).all()) and bool(torch.allclose(scores.sum(1), torch.ones(len(scores)), atol=1e-3))
 
 
 def roc_summary(member_scores, non_member_scores, low_fprs=LOW_FPRS) -> MembershipResult:

@@ -142,8 +142,9 @@ def serve(
     log.info("serving %s (%s) on %s:%d for %d tokens; query logs in %s", model, card.get("architecture"), host, port,
              len(store.specs), log_dir)
     try:
-        uvicorn.run(create_app(deployment, max_parallel=max_parallel, body_timeout=body_timeout), host=host, port=port, access_log=access_log,
-                    log_level="info", ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        app = create_app(deployment, max_parallel=max_parallel, body_timeout=body_timeout)
+        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info",
+                    ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
                     ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
                     http=head_timeout_protocol(head_timeout), limit_concurrency=max_connections,
                     proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips)

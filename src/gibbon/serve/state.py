@@ -42,6 +42,12 @@ IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
 RECENT_KEYS = 4096  # idempotency keys remembered per token (a retry comes seconds after its original)
 
 
+def _rate_limited(spec: TokenSpec, wait: float) -> Rejected:
+    """The 429 for a token over its rate, ``wait`` seconds (rounded up) before it may retry."""
+    return Rejected(429, "rate_limited", f"over this token's rate of {spec.rate:g} queries/s; retry after the "
+                                         "Retry-After seconds", {"Retry-After": str(max(1, math.ceil(wait)))})
+
+
 @dataclass(frozen=True)
 class Settings:
     """Per-deployment limits and answer style (the ``gibbon serve`` options)."""
@@ -177,8 +183,7 @@ class Deployment:
                                                     "do not retry", {"X-Gibbon-Budget-Remaining": "0"})
         wait = state.bucket.wait(1)
         if wait > 0:
-            raise Rejected(429, "rate_limited", f"over this token's rate of {spec.rate:g} queries/s; retry after "
-                                                "the Retry-After seconds", {"Retry-After": str(max(1, math.ceil(wait)))})
+            raise _rate_limited(spec, wait)
 
     def _admit(self, state: TokenState, rows: int, charged: bool = True) -> None:
         """Burst, budget (only for a request that will be ``charged``; a replay was paid for) and rate."""
@@ -193,8 +198,7 @@ class Deployment:
                            {"X-Gibbon-Budget-Remaining": str(left)})
         wait = state.bucket.take(rows)
         if wait > 0:
-            raise Rejected(429, "rate_limited", f"over this token's rate of {spec.rate:g} queries/s; retry after "
-                                                "the Retry-After seconds", {"Retry-After": str(max(1, math.ceil(wait)))})
+            raise _rate_limited(spec, wait)
 
     def predict(self, state: TokenState, x: torch.Tensor, key: str | None = None) -> tuple[dict, dict]:
         """Answer one checked batch for ``state``'s token: ``(body, headers)``; raises :class:`Rejected`.
