@@ -5,6 +5,7 @@ Bad arguments end with a one-line ``error: ...`` that says what to do, and exit 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -69,13 +70,16 @@ def load_model(spec: str, weights: Optional[str], device: str, trust_code: bool 
     return zoo.load(spec, device=device, trust_code=trust_code)
 
 
-def load_oracle(spec: str):
-    """``sklearn:PATH.skops`` or ``onnx:PATH.onnx`` as a query-counting, gradient-refusing Oracle."""
+def load_oracle(spec: str, token: Optional[str] = None):
+    """``sklearn:PATH.skops``, ``onnx:PATH.onnx`` or a ``gibbon serve`` URL (``http://HOST:PORT``,
+    with ``token``) as a query-counting, gradient-refusing Oracle."""
     from gibbon.oracles import Oracle
 
+    if spec.startswith(("http://", "https://")):
+        return Oracle(_http_oracle(spec, token))
     kind, _, path = spec.partition(":")
     if kind not in ("sklearn", "onnx") or not path:
-        raise GibbonInputError(f"--oracle takes sklearn:PATH.skops or onnx:PATH.onnx, got {spec!r}")
+        raise GibbonInputError(f"--oracle takes sklearn:PATH.skops, onnx:PATH.onnx or http://HOST:PORT, got {spec!r}")
     if not Path(path).exists():
         raise GibbonInputError(f"--oracle file {path} does not exist")
     if kind == "sklearn":
@@ -85,6 +89,32 @@ def load_oracle(spec: str):
     from gibbon.oracles import OnnxModel
 
     return Oracle(OnnxModel(path))
+
+
+def _http_oracle(url: str, token: Optional[str]):
+    """The served model at ``url`` (probabilities); a wrong token or a dead server is one line, not a retry storm
+    (401/403 are never retried; connection errors get HttpOracle's few backed-off retries)."""
+    from gibbon.oracles import HttpOracle
+    from gibbon.oracles.http import ServerError
+
+    token = token or os.environ.get("GIBBON_TOKEN")
+    if not token:
+        raise GibbonInputError("an http:// oracle needs its token: set GIBBON_TOKEN (or pass --token where the command "
+                               "has it)")
+    try:
+        return HttpOracle(url, token, output="scores", retries=2)
+    except ServerError as err:
+        raise GibbonInputError(f"cannot use the server at {url}: {err}") from None
+
+
+def check_oracle_fits(oracle, data) -> None:
+    """A served model states its input shape: compare it for free; other black boxes are probed like models."""
+    shape = getattr(getattr(oracle, "model", None), "info", {}).get("input_shape")
+    if shape is None:
+        return check_model_fits(oracle, data)
+    if tuple(shape) != tuple(data.x.shape[1:]):
+        raise GibbonInputError(f"the server takes inputs shaped {tuple(shape)} but {data.name} images are "
+                               f"{tuple(data.x.shape[1:])}; pick the dataset the served model was trained on")
 
 
 def check_model_fits(model, data) -> None:
@@ -707,8 +737,31 @@ def _format_ours(row: dict) -> str:
     return f"{row['ours']:.2%}" if rate and not measure else f"{row['ours']:.4g}"
 
 
-privacy_app = typer.Typer(no_args_is_help=True, help="Training-data privacy: membership inference.")
+privacy_app = typer.Typer(no_args_is_help=True, help="Training-data privacy: membership inference, PATE, audits.")
 app.add_typer(privacy_app, name="privacy")
+
+
+MIA_ATTACKS = ("loss", "lira", "lira-offline", "shadow")
+
+
+def _shadow_based_mia(model, inside, outside, attack: str, *, shadows: int, arch: str, epochs: int, lr: float,
+                      folder: Path, seed: int, batch_size: int):
+    """LiRA or Shokri et al.'s attack on the pool members + non-members, shadows trained (or resumed) first."""
+    import dataclasses
+
+    import torch
+
+    from gibbon.privacy.lira import lira_attack
+    from gibbon.privacy.shadow import shadow_attack, train_shadows, zoo_trainer
+
+    x, y = torch.cat([inside.x, outside.x]), torch.cat([inside.y, outside.y])
+    members = torch.cat([torch.ones(len(inside.y), dtype=torch.bool), torch.zeros(len(outside.y), dtype=torch.bool)])
+    pool = dataclasses.replace(inside, x=x, y=y, meta={})
+    trainer = zoo_trainer(arch, pool, epochs=epochs, lr=lr)
+    scores = train_shadows(trainer, x, y, n_shadows=shadows, seed=seed, out_dir=folder, progress=True)
+    if attack == "shadow":
+        return shadow_attack(model, x, y, scores, members, batch_size=batch_size, seed=seed)
+    return lira_attack(model, x, y, scores, members, online=attack == "lira", batch_size=batch_size)
 
 
 @privacy_app.command("mia")
@@ -716,37 +769,142 @@ def privacy_mia(
     model_spec: Optional[str] = typer.Option(None, "--model", help="PATH.safetensors, or pkg.module:factory with --weights."),
     weights: Optional[str] = WeightsOpt,
     oracle_spec: Optional[str] = typer.Option(None, "--oracle", help="A black box answering scores: sklearn:PATH, "
-                                              "onnx:PATH (query-counted)."),
+                                              "onnx:PATH or a gibbon serve URL http://HOST:PORT (query-counted)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="GIBBON_TOKEN", show_envvar=False,
+                                        help="Bearer token for an http:// oracle (or set GIBBON_TOKEN, which keeps it "
+                                             "out of the process list)."),
     dataset: str = DatasetOpt,
     members: str = typer.Option("train", "--members", help="Split the model was trained on (the members)."),
     non_members: str = typer.Option("test", "--non-members", help="Split it never saw."),
     n: int = typer.Option(1000, "--n", help="Members and non-members each (the first N of each split)."),
     out_dir: Path = typer.Option(Path("results/privacy"), "--out-dir", help="Where membership.json and .png go."),
+    attack: str = typer.Option("loss", "--attack", help="loss (Yeom et al. 2018), lira (online), lira-offline "
+                               "(Carlini et al. 2022) or shadow (Shokri et al. 2017)."),
+    shadows: int = typer.Option(16, "--shadows", help="lira/shadow: shadow models, each on a random half of the "
+                                "members + non-members pool."),
+    shadow_arch: str = typer.Option("mlp-200-200", "--shadow-arch", help="lira/shadow: the shadows' architecture "
+                                    "(mirror the target's)."),
+    shadow_epochs: int = typer.Option(50, "--shadow-epochs", help="lira/shadow: epochs per shadow (Adam)."),
+    shadow_lr: float = typer.Option(1e-3, "--shadow-lr", help="lira/shadow: the shadows' learning rate."),
+    shadow_dir: Optional[Path] = typer.Option(None, "--shadow-dir", help="lira/shadow: where each shadow's scores "
+                                              "are kept, so a rerun resumes (default OUT_DIR/shadows)."),
     trust_code: bool = TrustCodeOpt,
     batch_size: int = BatchOpt,
+    seed: int = SeedOpt,
     device: Optional[str] = DeviceOpt,
 ):
-    """Loss-threshold membership inference (Yeom et al. 2018): AUC and TPR at 0.1% and 1% FPR, ROC saved."""
+    """Membership inference: AUC and TPR at 0.1% and 1% FPR, ROC saved. The loss threshold needs nothing
+    else; LiRA and the shadow-model attack first train shadows on halves of the members + non-members pool."""
     from gibbon import data as gdata
+    from gibbon.oracles.base import QueryBudgetExceeded
     from gibbon.privacy import loss_threshold_attack, save_roc
 
-    check_seed_and_batch(0, batch_size)
+    check_seed_and_batch(seed, batch_size)
     if n < 1:
         raise GibbonInputError(f"--n must be >= 1, got {n}")
+    if attack not in MIA_ATTACKS:
+        raise GibbonInputError(f"--attack must be one of {', '.join(MIA_ATTACKS)}, got {attack!r}")
+    if attack != "loss" and (shadows < 2 or shadow_epochs < 1):
+        raise GibbonInputError(f"--attack {attack} needs --shadows >= 2 (16 or more is usual) and --shadow-epochs >= 1")
     if members == non_members:
         raise GibbonInputError("--members and --non-members must be different splits")
     if (model_spec is None) == (oracle_spec is None):
         raise GibbonInputError("pass the model to attack: --model PATH or --oracle sklearn:PATH")
     device = resolve_device(device)
     inside, outside = gdata.load(dataset, members, n=n), gdata.load(dataset, non_members, n=n)
-    model = (load_oracle(oracle_spec) if oracle_spec is not None
+    model = (load_oracle(oracle_spec, token) if oracle_spec is not None
              else load_model(model_spec, weights, device, trust_code).eval())
-    check_model_fits(model, inside)
-    result = loss_threshold_attack(model, inside, outside, batch_size=batch_size,
-                                   device=None if oracle_spec is not None else device)
+    if oracle_spec is not None:
+        check_oracle_fits(model, inside)
+    else:
+        check_model_fits(model, inside)
+    try:
+        if attack == "loss":
+            result = loss_threshold_attack(model, inside, outside, batch_size=batch_size,
+                                           device=None if oracle_spec is not None else device)
+        else:
+            result = _shadow_based_mia(model, inside, outside, attack, shadows=shadows, arch=shadow_arch,
+                                       epochs=shadow_epochs, lr=shadow_lr, folder=shadow_dir or out_dir / "shadows",
+                                       seed=seed, batch_size=batch_size)
+    except QueryBudgetExceeded as err:
+        raise GibbonInputError(f"{err}; the attack needs one query per member and non-member ({2 * n}; lower --n "
+                               "or use a token with a larger budget)") from None
+    if oracle_spec is not None:
+        out.print(f"{model.total} queries asked", highlight=False)
     paths = save_roc(result, out_dir)
     out.print(result.summary(), highlight=False)
     out.print(f"written to {paths['json']} and {paths['png']}", soft_wrap=True)
+
+
+@privacy_app.command("pate")
+def privacy_pate(
+    dataset: str = DatasetOpt,
+    teachers: int = typer.Option(250, "--teachers", help="Teachers, each on a disjoint shard of the train split."),
+    arch: str = typer.Option("lenet5", "--arch", help="Teacher and student architecture (see `gibbon zoo`)."),
+    teacher_epochs: int = typer.Option(40, "--teacher-epochs", help="Epochs per teacher (Adam, batch 32)."),
+    public: int = typer.Option(9000, "--public", help="The first N test images are the student's public inputs; "
+                               "the rest test the student."),
+    aggregator: str = typer.Option("confident-gnmax", "--aggregator", help="lnmax, gnmax or confident-gnmax."),
+    queries: int = typer.Option(640, "--queries", help="Public inputs sent to the teachers (the first N)."),
+    gamma: float = typer.Option(0.05, "--gamma", help="LNMax: Laplace noise of scale 1/gamma on each count."),
+    threshold: float = typer.Option(200.0, "--threshold", help="Confident-GNMax: answer when the noisy top count "
+                                    "reaches T."),
+    sigma1: float = typer.Option(150.0, "--sigma1", help="Confident-GNMax: noise of the threshold check."),
+    sigma2: float = typer.Option(40.0, "--sigma2", help="GNMax / Confident-GNMax: noise of the noisy argmax."),
+    delta: float = typer.Option(1e-5, "--delta", help="Report epsilon at this delta."),
+    student_epochs: int = typer.Option(60, "--student-epochs", help="Student epochs; 0: no student."),
+    semi_supervised: bool = typer.Option(False, "--semi-supervised", help="Train the student with VAT on all "
+                                         "public inputs (Miyato et al. 2018) as well as the answered labels."),
+    votes_path: Optional[Path] = typer.Option(None, "--votes", help="Reuse the vote histograms of an earlier run "
+                                              "(votes.npz) instead of training teachers."),
+    out_dir: Path = typer.Option(Path("results/privacy/pate"), "--out-dir", help="Where votes.npz and pate.json go."),
+    seed: int = SeedOpt,
+    device: Optional[str] = DeviceOpt,
+):
+    """PATE (Papernot et al. 2017, 2018): teachers on disjoint shards, noisy aggregation of their votes,
+    a student on the answered labels; data-dependent and data-independent epsilon."""
+    import dataclasses
+
+    from gibbon import data as gdata
+    from gibbon.evaluation.report import write_json_atomic
+    from gibbon.privacy.pate import load_votes, run_pate, save_votes, train_teachers
+
+    check_seed_and_batch(seed, 1)
+    for name, value in (("--teachers", teachers), ("--public", public), ("--queries", queries)):
+        if value < 1:
+            raise GibbonInputError(f"{name} must be >= 1, got {value}")
+    if queries > public:
+        raise GibbonInputError(f"--queries ({queries}) cannot exceed --public ({public})")
+    device = resolve_device(device)
+    test = gdata.load(dataset, "test")
+    if public >= len(test.y):
+        raise GibbonInputError(f"--public must leave test images for the student: {dataset} has {len(test.y)}")
+    public_x, public_y = test.x[:public], test.y[:public]
+    if votes_path is not None:
+        votes = load_votes(votes_path)["votes"]
+        if len(votes) < queries:
+            raise GibbonInputError(f"{votes_path} holds {len(votes)} queries' votes, fewer than --queries {queries}")
+    else:
+        train = gdata.load(dataset, "train")
+        made = train_teachers(train, public_x, teachers=teachers, arch=arch, epochs=teacher_epochs, seed=seed,
+                              device=device, progress=True)
+        votes = made["votes"]
+        save_votes(out_dir / "votes.npz", votes, predictions=made["predictions"], meta=made["meta"])
+    held_out = dataclasses.replace(test, x=test.x[public:], y=test.y[public:], meta={})
+    student = {} if student_epochs < 1 else dict(public_x=public_x, test=held_out, student_arch=arch, dataset=test,
+                                                 student_epochs=student_epochs, semi_supervised=semi_supervised)
+    result = run_pate(votes, public_y, aggregator=aggregator, gamma=gamma, threshold=threshold, sigma1=sigma1,
+                      sigma2=sigma2, queries=queries, delta=delta, seed=seed, device=device, **student)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "pate.json", result.to_dict())
+    cost = result.privacy
+    shown = (f"PATE {aggregator}: {result.answered} of {result.queries} queries answered, labels "
+             f"{result.label_accuracy:.2%} right; epsilon {cost.eps_data_dependent:.3f} data-dependent (not "
+             f"releasable as is), {cost.eps_data_independent:.3f} data-independent, at delta {delta:g}")
+    if result.student_accuracy is not None:
+        shown += f"; student {result.student_accuracy:.2%} on the last {len(held_out.y)} test images"
+    out.print(shown, highlight=False)
+    out.print(f"written to {out_dir / 'pate.json'}", soft_wrap=True)
 
 
 from gibbon.serve.command import serve as _serve_command  # noqa: E402 - fastapi/uvicorn load inside the command

@@ -39,6 +39,27 @@ def test_the_accountants_agree_and_grow_with_steps():
     assert privacy_spent(2.0, 0.01, 10_000, 1e-5) > privacy_spent(4.0, 0.01, 10_000, 1e-5)
 
 
+# epsilon at delta 1e-5 from Google's dp-accounting 0.6.0 (the accountant behind TF-privacy's
+# compute_dp_sgd_privacy: RDP with its order list, and PLD), written by
+# `PYTHONPATH=/tmp/dpa_site python benchmarks/accountants.py` (install line in its docstring)
+DP_ACCOUNTING_REFERENCE = [  # (q, sigma, steps, RDP, PLD)
+    (0.01, 4.0, 10_000, 1.0355, 0.9470),  # Abadi et al. 2016, section 3.1 (the paper's moments accountant: 1.26)
+    (0.01, 2.0, 1_000, 0.6862, 0.6220),
+    (0.01, 2.0, 10_000, 2.3529, 2.1628),
+    (0.01, 4.0, 40_000, 2.2097, 2.0334),
+    (0.01, 8.0, 70_000, 1.3816, 1.2674),
+    (256 / 60_000, 1.1, 3_516, 1.2813, 1.1339),  # TF-privacy's MNIST tutorial, 15 epochs
+    (256 / 60_000, 0.7, 10_547, 6.3197, 5.6397),
+]
+
+
+@pytest.mark.parametrize("q, sigma, steps, rdp_reference, pld_reference", DP_ACCOUNTING_REFERENCE)
+def test_epsilon_matches_tf_privacys_accountant_to_two_decimals(q, sigma, steps, rdp_reference, pld_reference):
+    assert round(privacy_spent(sigma, q, steps, 1e-5, "rdp"), 2) == round(rdp_reference, 2)
+    # PRV and PLD compute the same exact curve numerically; Opacus's PRV rounds up by at most its eps_error 0.01
+    assert 0 <= privacy_spent(sigma, q, steps, 1e-5, "prv") - pld_reference <= 0.015
+
+
 def test_noise_is_applied_and_epsilon_is_reported_every_epoch(digits):
     train, test = digits
     quiet, history = _fit(train, "dp:noise=0.6,clip=1.0,delta=1e-4")
@@ -95,7 +116,8 @@ def test_resume_equals_an_uninterrupted_run(digits, tmp_path):
 def test_bad_input_and_batchnorm_are_one_line_errors(digits):
     train, _ = digits
     for spec, match in [("dp:delta=0", "delta"), ("dp:noise=-1", "noise"), ("dp:accountant=gdpx", "accountant"),
-                        ("dp:clip=0", "clip"), ("dp:epsilon=-3", "epsilon")]:
+                        ("dp:clip=0", "clip"), ("dp:epsilon=-3", "epsilon"), ("dp:delta=0.01", "below 1/n"),
+                        ("dp:epsilon=0.01", "cannot be reached.*even noise 1000")]:
         with pytest.raises(GibbonInputError, match=match):
             _fit(train, spec, epochs=1)
     bn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 10))

@@ -99,3 +99,22 @@ def test_save_roc_writes_atomically_and_overwrites(tmp_path):
     again = save_roc(result, tmp_path, name="r")
     assert first == again and sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.png"]
     assert json.loads((tmp_path / "r.json").read_text())["auc"] == pytest.approx(result.auc)
+
+
+def test_cli_lira_trains_shadows_once_and_beats_chance(tmp_path, monkeypatch, capsys, splits):
+    weights = tmp_path / "overfit.safetensors"
+    zoo.save(_mlp(*_few(splits[0], 100), steps=600), weights, dataset=data.load("digits", "train"))
+    args = ["privacy", "mia", "--model", str(weights), "--dataset", "digits", "--n", "100", "--attack", "lira",
+            "--shadows", "8", "--shadow-epochs", "300", "--shadow-lr", "1e-2", "--out-dir", str(tmp_path / "mia")]
+    assert run_cli(monkeypatch, *args) == 0
+    saved = json.loads((tmp_path / "mia" / "membership.json").read_text())
+    assert saved["attack"].startswith("LiRA online") and saved["members"] == saved["non_members"] == 100
+    assert saved["auc"] > 0.65, saved["auc"]  # a score without membership signal sits at 0.5
+    shadow_files = sorted((tmp_path / "mia" / "shadows").glob("shadow-*.npz"))
+    assert len(shadow_files) == 8
+    stamps = [f.stat().st_mtime_ns for f in shadow_files]
+    capsys.readouterr()
+    assert run_cli(monkeypatch, *args[:-2], "--attack", "lira-offline", "--out-dir", str(tmp_path / "mia")) == 0
+    assert [f.stat().st_mtime_ns for f in shadow_files] == stamps  # resumed: no shadow trained again
+    assert json.loads((tmp_path / "mia" / "membership.json").read_text())["attack"].startswith("LiRA offline")
+    assert run_cli(monkeypatch, *args[:-2], "--shadows", "1") == 2

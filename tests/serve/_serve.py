@@ -26,6 +26,7 @@ TOKENS = {  # name -> (token, limits)
     "shared-sub": ("shared-sub-token-llllllll", {"budget": 200, "rate": 100_000.0, "burst": 5000}),
     "shared-nes": ("shared-nes-token-mmmmmmmm", {"budget": 6000, "rate": 100_000.0, "burst": 5000}),
     "shared-square": ("shared-square-token-nnnnnn", {"budget": 1500, "rate": 100_000.0, "burst": 5000}),
+    "mia-small": ("mia-small-budget-token-oo", {"budget": 10, "rate": 100_000.0, "burst": 5000}),
     "admin": ("admin-token-iiiiiiiiiii", {"budget": None, "rate": 100_000.0, "burst": 5000, "admin": True}),
 }
 MAX_BATCH, MAX_BODY = 64, 200_000

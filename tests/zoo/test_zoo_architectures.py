@@ -12,7 +12,7 @@ CONV_UPSAMPLED = ["madry-cnn", "wong-net", "carlini-mnist", "tramer-a", "tramer-
 def test_registry_names():
     assert set(ARCHITECTURES) == {
         "madry-cnn", "wong-net", "carlini-mnist", "tramer-a", "tramer-b", "tramer-c", "tramer-d", "lenet5",
-        "fc-500-150", "mlp-200-200", "maxout", "softmax-regression", "logistic-regression",
+        "fc-500-150", "mlp-200-200", "maxout", "softmax-regression", "logistic-regression", "tanh-cnn",
     }
     assert all(isinstance(d, str) and d for d in ARCHITECTURES.values())
 

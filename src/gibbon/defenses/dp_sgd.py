@@ -35,6 +35,7 @@ from gibbon.core.checks import GibbonInputError
 from gibbon.defenses.registry import DefenseConfig, register
 
 ACCOUNTANTS = ("rdp", "prv")
+MAX_USEFUL_NOISE = 1e3
 CHECKPOINT = "dp_checkpoint.pt"
 
 
@@ -60,8 +61,19 @@ def noise_for_epsilon(epsilon: float, sample_rate: float, steps: int, delta: flo
     check_privacy_settings(noise=1.0, sample_rate=sample_rate, delta=delta, accountant=accountant)
     from opacus.accountants.utils import get_noise_multiplier
 
-    return float(get_noise_multiplier(target_epsilon=float(epsilon), target_delta=float(delta),
-                                      sample_rate=float(sample_rate), steps=int(steps), accountant=accountant))
+    # Opacus doubles the noise up to 1e6 before it gives up (minutes); a noise multiplier of 1,000
+    # already drowns any gradient, so a target it cannot meet is refused at once
+    floor = privacy_spent(MAX_USEFUL_NOISE, sample_rate, steps, delta, accountant)
+    if floor > epsilon:
+        raise GibbonInputError(f"dp: epsilon {epsilon:g} cannot be reached at delta {delta:g} with sampling rate "
+                               f"{sample_rate:.3g} over {steps} steps (even noise {MAX_USEFUL_NOISE:g} spends "
+                               f"{floor:.3g}); raise epsilon or delta, train fewer steps or use smaller batches")
+    try:
+        return float(get_noise_multiplier(target_epsilon=float(epsilon), target_delta=float(delta),
+                                          sample_rate=float(sample_rate), steps=int(steps), accountant=accountant))
+    except ValueError as err:  # "The privacy budget is too low."
+        raise GibbonInputError(f"dp: epsilon {epsilon:g} cannot be reached at delta {delta:g} ({err}); raise epsilon "
+                               "or delta") from None
 
 
 def check_privacy_settings(*, noise, sample_rate, delta, accountant, clip=1.0) -> None:
@@ -144,6 +156,11 @@ def train_dp(model: nn.Module, train, *, noise: float = 1.1, clip: float = 1.0, 
     # Opacus samples each example with rate 1 / (batches per epoch): an expected batch of n / ceil(n / batch_size)
     per_epoch = math.ceil(n / batch_size)
     sample_rate, steps = 1.0 / per_epoch, int(epochs) * per_epoch
+    if not delta < 1.0 / n:
+        # delta is the chance that the guarantee fails outright; at 1/n a mechanism that publishes one
+        # random training example whole satisfies it
+        raise GibbonInputError(f"dp: delta {delta:g} must be below 1/n = {1 / n:.3g} for {n} training examples "
+                               f"(1/n^1.1 or 1e-5 is usual); lower delta")
     if epsilon is not None:
         noise = noise_for_epsilon(float(epsilon), sample_rate, steps, delta, accountant)
     check_privacy_settings(noise=noise, sample_rate=sample_rate, delta=delta, accountant=accountant, clip=clip)

@@ -128,7 +128,7 @@ def save_roc(result: MembershipResult, out_dir, name: str = "membership") -> dic
     floor = 1.0 / max(result.non_members, 1)
     fpr = np.maximum(result.roc["fpr"], floor)
     tpr = np.maximum(result.roc["tpr"], floor)
-    ax.loglog(fpr, tpr, label=f"loss threshold, AUC {result.auc:.3f}")
+    ax.loglog(fpr, tpr, label=f"{result.attack.split(' (')[0]}, AUC {result.auc:.3f}")
     ax.loglog([floor, 1], [floor, 1], "k--", lw=0.8, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
