@@ -129,12 +129,12 @@ def write_json(path: Path, payload: dict) -> None:
 
 def _collect_families() -> None:
     """Add the targets of the paper families in :mod:`gibbon.reproductions`."""
-    from gibbon.reproductions import (adaptive, blackbox, defenses, dp_sgd, masked_zoo, membership, minimal_attacks,
-                                      pate, reliable, vat)
+    from gibbon.reproductions import (adaptive, audit, blackbox, defenses, dp_sgd, masked_zoo, membership,
+                                      minimal_attacks, pate, reliable, vat)
 
     for target in (minimal_attacks.targets() + reliable.targets() + blackbox.targets() + defenses.targets()
                    + adaptive.targets() + vat.targets() + masked_zoo.targets() + dp_sgd.targets()
-                   + pate.targets() + membership.targets()):
+                   + pate.targets() + membership.targets() + audit.targets()):
         TARGETS[target.id] = target
 
 
