@@ -27,8 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,20 +157,12 @@ def save_votes(path, votes, *, predictions=None, meta: dict | None = None) -> Pa
 
     ``meta`` goes in as a JSON string, so :func:`load_votes` never needs pickle.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from gibbon.zoo.io import write_npz_atomic
+
     arrays = {"votes": np.asarray(check_votes(votes), dtype=np.int64), "meta": np.array(json.dumps(meta or {}))}
     if predictions is not None:
         arrays["predictions"] = np.asarray(predictions, dtype=np.int16)  # class indices; 4x smaller
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_npz_atomic(path, arrays, compressed=True)
 
 
 def load_votes(path) -> dict:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -262,20 +260,12 @@ def train_shadows(train_shadow, x: torch.Tensor, y: torch.Tensor, *, n_shadows: 
 
 def save_shadow_scores(path, shadows: ShadowScores) -> Path:
     """Write ``shadows`` to ``path`` (npz: plain arrays, no pickle) through a temp file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from gibbon.zoo.io import write_npz_atomic
+
     arrays = {"phi": shadows.phi.double().numpy(), "probs": shadows.probs.float().numpy(),
               "keep": shadows.keep.bool().numpy(), "views": np.asarray(shadows.views, dtype=np.int64).reshape(-1, 3),
               "pool": np.asarray(shadows.pool), "format": np.asarray("gibbon-shadow-scores/1")}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_npz_atomic(path, arrays)
 
 
 def load_shadow_scores(path) -> ShadowScores:

@@ -104,6 +104,22 @@ def _atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
+def write_npz_atomic(path, arrays: dict, *, compressed: bool = False) -> Path:
+    """Write plain numpy ``arrays`` to ``path`` (npz, readable with ``allow_pickle=False``) through a temp
+    file and ``os.replace``, creating the folder; a file object keeps numpy from appending ``.npz``."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+
+    _atomic_write(path, write)
+    return path
+
+
 def _dataset_fields(dataset) -> dict:
     if dataset is None:
         return {}
