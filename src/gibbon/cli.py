@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from gibbon.core.checks import GibbonInputError
+from gibbon.core.checks import GibbonInputError, check_seed_and_batch, resolve_device
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="gibbon: attack, defend and evaluate machine learning models.")
@@ -39,23 +39,6 @@ ModelOpt = typer.Option(..., "--model", help="PATH.safetensors, or pkg.module:fa
 WeightsOpt = typer.Option(None, "--weights", help="Weights for a pkg.module:factory model.")
 TrustCodeOpt = typer.Option(False, "--trust-code", help="Let a model card that names a factory (pkg.module:function) "
                             "import and run it. Only for cards you wrote or trust: the card picks the code.")
-
-
-def resolve_device(device: Optional[str]) -> str:
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise GibbonInputError(f"--device {device} asked for, but no CUDA device is available; use --device cpu")
-    return device
-
-
-def check_seed_and_batch(seed: int, batch_size: int) -> None:
-    if batch_size < 1:
-        raise GibbonInputError(f"--batch-size must be >= 1, got {batch_size}")
-    if seed < 0:
-        raise GibbonInputError(f"--seed must be >= 0, got {seed}")
 
 
 def load_model(spec: str, weights: Optional[str], device: str, trust_code: bool = False):
@@ -211,6 +194,10 @@ def train(
                                 "with options as NAME:key=value,... e.g. pgd:eps=0.3,steps=40 (see `gibbon defenses`)."),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule (--arch): constant, cyclic "
                                                                     "(Wong et al.'s, for --defense fast) or step."),
+    poison: Optional[str] = typer.Option(
+        None, "--poison", help="Poison the training set first (--arch): badnets:rate=0.01,target=0[,size=4,"
+                               "trigger=blend,alpha=0.2] or flip:rate=0.2[,mode=targeted,source=7,target=1]; the card "
+                               "records it (and the backdoor's attack success rate)."),
     seed: int = SeedOpt,
     batch_size: int = typer.Option(128, "--batch-size", help="Training mini-batch size."),
     device: Optional[str] = DeviceOpt,
@@ -231,7 +218,8 @@ def train(
         raise GibbonInputError(f"--n-train must be >= 1, got {n_train}")
     if technique is not None:
         unused = [name for name, value in (("--epochs", epochs), ("--lr", lr), ("--defense", defense),
-                                           ("--schedule", schedule), ("--optimizer", optimizer)) if value is not None]
+                                           ("--schedule", schedule), ("--optimizer", optimizer), ("--poison", poison))
+                  if value is not None]
         if unused:
             raise GibbonInputError(f"{' and '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} to --arch only; "
                                    "a --technique takes --param KEY=VALUE")
@@ -255,9 +243,19 @@ def train(
         from gibbon.defenses import parse_defense
 
         defense_config = parse_defense(defense)
+    poisoning = None
+    if poison is not None:
+        from gibbon.poisoning.command import parse_poison
+
+        poisoning = parse_poison(poison)
     device = resolve_device(device)
     train_set = gdata.load(dataset, "train", n=n_train)
     val_set, test_set = gdata.load(dataset, "val"), gdata.load(dataset, "test")
+    if poisoning is not None:
+        poisoned = poisoning[0](train_set, seed)
+        train_set = poisoned.dataset
+        console.print(f"poisoned {len(poisoned.poison_indices)} of {len(train_set)} training images "
+                      f"({poisoned.meta['attack']})", highlight=False)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = zoo.build(arch, train_set).to(device)
@@ -279,8 +277,16 @@ def train(
         card["defense"] = defense_config.card()
         card["early_stopped"], card["kept_epoch"] = result.early_stopped, result.kept_epoch
         card["privacy"] = privacy_card(result.history)
+    if poisoning is not None:
+        card["poisoning"] = dict(poisoned.meta)
+        if poisoning[1] is not None:
+            from gibbon.poisoning.backdoor import attack_success_rate
+
+            card["poisoning"]["attack_success_rate"] = attack_success_rate(model, test_set, *poisoning[1])
     zoo.save(model, out_path, card, dataset=train_set)
     shown = "" if defense_config is None else f", defense {defense_config.name}"
+    if card.get("poisoning", {}).get("attack_success_rate") is not None:
+        shown += f", backdoor success {card['poisoning']['attack_success_rate']:.2%}"
     if card.get("privacy"):
         shown += f", epsilon {card['privacy']['epsilon']:.2f} at delta {card['privacy']['delta']:g}"
     out.print(f"saved {out_path} (test accuracy {acc:.2%}{shown})")
@@ -907,9 +913,11 @@ def privacy_pate(
     out.print(f"written to {out_dir / 'pate.json'}", soft_wrap=True)
 
 
+from gibbon.poisoning.command import poison_app as _poison_app  # noqa: E402
 from gibbon.serve.command import serve as _serve_command  # noqa: E402 - fastapi/uvicorn load inside the command
 
 app.command("serve")(_serve_command)
+app.add_typer(_poison_app, name="poison")
 
 
 def main() -> None:

@@ -81,3 +81,19 @@ def check_attack_inputs(x: torch.Tensor, y: torch.Tensor, bounds, target=None) -
             "pass the right bounds, or put the normalization inside the model"
         )
     return lo, hi
+
+
+def resolve_device(device: str | None) -> str:
+    """A command line's ``--device``: None picks cuda when there is one, else cpu; cuda without one is refused."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise GibbonInputError(f"--device {device} asked for, but no CUDA device is available; use --device cpu")
+    return device
+
+
+def check_seed_and_batch(seed: int, batch_size: int) -> None:
+    if batch_size < 1:
+        raise GibbonInputError(f"--batch-size must be >= 1, got {batch_size}")
+    if seed < 0:
+        raise GibbonInputError(f"--seed must be >= 0, got {seed}")
