@@ -913,11 +913,13 @@ def privacy_pate(
     out.print(f"written to {out_dir / 'pate.json'}", soft_wrap=True)
 
 
+from gibbon.physical.command import physical_app as _physical_app  # noqa: E402
 from gibbon.poisoning.command import poison_app as _poison_app  # noqa: E402
 from gibbon.serve.command import serve as _serve_command  # noqa: E402 - fastapi/uvicorn load inside the command
 
 app.command("serve")(_serve_command)
 app.add_typer(_poison_app, name="poison")
+app.add_typer(_physical_app, name="physical")
 
 
 def main() -> None:
