@@ -6,20 +6,11 @@ import json
 
 import pytest
 import torch
-from _helpers import fit_full_batch, run_cli
+from _helpers import run_cli
 
-from gibbon import data, zoo
+from gibbon import zoo
 from gibbon.core.checks import GibbonInputError
 from gibbon.physical.photo import PhotoPipeline, PhotoTransform, survival
-
-
-@pytest.fixture(scope="module")
-def net_and_test():
-    train, test = data.load("digits", "train"), data.load("digits", "test")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        net = fit_full_batch(zoo.build("mlp-200-200", train), train.x, train.y, steps=150, lr=0.01)
-    return net, train, test
 
 
 def test_photo_is_random_differentiable_and_in_the_box():
@@ -38,8 +29,8 @@ def test_photo_is_random_differentiable_and_in_the_box():
     assert torch.equal(c, d)  # the same seed, the same photo
 
 
-def test_survival_counts_only_examples_that_fooled_and_whose_clean_photo_is_right(net_and_test):
-    net, _, test = net_and_test
+def test_survival_counts_only_examples_that_fooled_and_whose_clean_photo_is_right(setting):
+    net, _, test = setting
     pipe = PhotoPipeline()
     unchanged = survival(net, test.x, test.x.clone(), test.y, pipe)
     assert unchanged["counted"] == 0  # no-op "adversarial" examples fool nothing, so nothing is counted
@@ -48,8 +39,8 @@ def test_survival_counts_only_examples_that_fooled_and_whose_clean_photo_is_righ
     assert s["counted"] > 0 and 0 <= s["survival"] <= 1 and s["survival"] + s["destruction_rate"] == pytest.approx(1)
 
 
-def test_bad_inputs(net_and_test):
-    net, _, test = net_and_test
+def test_bad_inputs(setting):
+    net, _, test = setting
     with pytest.raises(GibbonInputError, match="must match"):
         survival(net, test.x, test.x[:-1], test.y, PhotoPipeline())
     with pytest.raises(GibbonInputError, match="draws"):
@@ -58,8 +49,8 @@ def test_bad_inputs(net_and_test):
         PhotoPipeline(PhotoTransform(degrees=-1))
 
 
-def test_cli_survival_table(monkeypatch, tmp_path, net_and_test):
-    net, train, _ = net_and_test
+def test_cli_survival_table(monkeypatch, tmp_path, setting):
+    net, train, _ = setting
     zoo.save(net, tmp_path / "m.safetensors", {"architecture": "mlp-200-200"}, dataset=train)
     code = run_cli(monkeypatch, "physical", "survival", "--model", str(tmp_path / "m.safetensors"), "--dataset",
                    "digits", "--n", "100", "--eps", "0.3", "--attacks", "fgsm", "--eot", "4", "--draws", "1",

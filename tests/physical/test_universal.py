@@ -7,21 +7,12 @@ import json
 
 import pytest
 import torch
-from _helpers import fit_full_batch, run_cli
+from _helpers import run_cli
 
-from gibbon import data, zoo
+from gibbon import zoo
 from gibbon.core.checks import GibbonInputError
 from gibbon.physical import fooling_rate, universal_perturbation
 from gibbon.physical.universal import universal_sgd
-
-
-@pytest.fixture(scope="module")
-def setting():
-    train, test = data.load("digits", "train"), data.load("digits", "test")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        net = fit_full_batch(zoo.build("mlp-200-200", train), train.x, train.y, steps=150, lr=0.01)
-    return net, train, test
 
 
 @pytest.mark.parametrize("make", ["algorithm-1", "sgd"])
