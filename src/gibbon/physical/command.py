@@ -40,7 +40,8 @@ def universal(
     from gibbon.evaluation.report import write_json_atomic
     from gibbon.physical.universal import fooling_rate, universal_perturbation, universal_sgd
     from gibbon.poisoning.command import parse_rates
-    from gibbon.poisoning.plots import predictions, save_image_rows
+    from gibbon.poisoning.plots import save_image_rows
+    from gibbon.zoo.training import predict_labels
 
     check_seed_and_batch(seed, 1)
     if method not in METHODS:
@@ -74,8 +75,8 @@ def universal(
     shown = (v - v.min()) / (v.max() - v.min()).clamp_min(1e-12)
     save_image_rows(out_dir / "universal.png", {"clean": sample, f"v (eps {budgets[-1]:g}, rescaled)":
                                                 shown.unsqueeze(0).expand_as(sample), "clean + v": shifted},
-                    labels={"clean": [f"pred {p}" for p in predictions(model, sample)],
-                            "clean + v": [f"pred {p}" for p in predictions(model, shifted)]})
+                    labels={"clean": [f"pred {p}" for p in predict_labels(model, sample).tolist()],
+                            "clean + v": [f"pred {p}" for p in predict_labels(model, shifted).tolist()]})
     from gibbon.zoo.io import write_npz_atomic
 
     write_npz_atomic(out_dir / "universal.npz", {"perturbation": v.numpy(), "eps": float(budgets[-1])})
@@ -143,7 +144,8 @@ def patch_command(
     from gibbon.physical.patch import paste, patch_side, patch_success, random_placements, train_patch
     from gibbon.poisoning.backdoor import check_target_label
     from gibbon.poisoning.command import parse_rates
-    from gibbon.poisoning.plots import predictions, save_image_rows
+    from gibbon.poisoning.plots import save_image_rows
+    from gibbon.zoo.training import predict_labels
     from gibbon.zoo.io import write_npz_atomic
 
     check_seed_and_batch(seed, 1)
@@ -172,6 +174,6 @@ def patch_command(
                               generator=torch.Generator().manual_seed(seed))
     patched = paste(sample, found.patch, where)
     save_image_rows(out_dir / "patch.png", {"clean": sample, f"patched ({100 * shares[-1]:g}%)": patched},
-                    labels={"clean": [f"pred {p}" for p in predictions(model, sample)],
-                            f"patched ({100 * shares[-1]:g}%)": [f"pred {p}" for p in predictions(model, patched)]})
+                    labels={"clean": [f"pred {p}" for p in predict_labels(model, sample).tolist()],
+                            f"patched ({100 * shares[-1]:g}%)": [f"pred {p}" for p in predict_labels(model, patched).tolist()]})
     out.print(f"written to {out_dir / 'patch.json'}, patch.png and patch.npz", soft_wrap=True)

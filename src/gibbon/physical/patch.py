@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from gibbon.core.checks import GibbonInputError, check_bounds
+from gibbon.zoo.training import model_device
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def train_patch(model, x: torch.Tensor, target: int, *, area: float, epochs: int
         raise GibbonInputError(f"x must be a non-empty (N, C, H, W) batch, got shape {tuple(x.shape)}")
     side = patch_side(area, x.shape[1:])
     g = torch.Generator().manual_seed(int(seed))
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     patch = (lo + (hi - lo) * torch.rand(x.shape[1], side, side, generator=g)).to(device).requires_grad_(True)
     opt = torch.optim.Adam([patch], lr=lr)
     was_training = model.training
@@ -117,7 +118,7 @@ def patch_success(model, x: torch.Tensor, y: torch.Tensor, result: PatchResult, 
         raise GibbonInputError(f"every image is of the target class {result.target}")
     x = x[keep]
     g = torch.Generator().manual_seed(int(seed))
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     side, hits = int(result.patch.shape[-1]), 0
     for _ in range(int(draws)):
         for start in range(0, len(x), 500):

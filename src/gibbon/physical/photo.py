@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from gibbon.core.checks import GibbonInputError, check_bounds
-from gibbon.physical.universal import predictions
+from gibbon.zoo.training import predict_labels
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def survival(model, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, pipel
         raise GibbonInputError(f"x {tuple(x.shape)}, x_adv {tuple(x_adv.shape)} and y {tuple(y.shape)} must match")
     if int(draws) != draws or draws < 1:
         raise GibbonInputError(f"draws must be a whole number >= 1, got {draws!r}")
-    before = (predictions(model, x) == y) & (predictions(model, x_adv) != y)
+    before = (predict_labels(model, x) == y) & (predict_labels(model, x_adv) != y)
     counted = survived = 0
     for d in range(int(draws)):
         photos = []
@@ -114,9 +114,9 @@ def survival(model, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, pipel
                 torch.manual_seed(seed * 1_000 + d)
                 with torch.no_grad():
                     photos.append(torch.cat([pipeline(batch[i:i + 500]) for i in range(0, len(batch), 500)]))
-        eligible = before & (predictions(model, photos[0]) == y)
+        eligible = before & (predict_labels(model, photos[0]) == y)
         counted += int(eligible.sum())
-        survived += int((eligible & (predictions(model, photos[1]) != y)).sum())
+        survived += int((eligible & (predict_labels(model, photos[1]) != y)).sum())
     rate = survived / counted if counted else float("nan")
     return {"counted": counted, "survived": survived, "survival": rate,
             "destruction_rate": 1 - rate if counted else float("nan"),

@@ -20,6 +20,7 @@ import torch
 from gibbon.attacks.deepfool import deepfool
 from gibbon.core.checks import GibbonInputError, check_bounds, check_eps
 from gibbon.core.norms import get_norm
+from gibbon.zoo.training import model_device, predict_labels
 
 
 @dataclass(frozen=True)
@@ -47,18 +48,12 @@ class UniversalResult:
                 "deepfool_calls": self.deepfool_calls, "linf": float(v.abs().max()), "l2": float(v.norm())}
 
 
-@torch.no_grad()
-def predictions(model, x: torch.Tensor, *, batch_size: int = 500) -> torch.Tensor:
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    return torch.cat([model(x[i:i + batch_size].to(device)).argmax(-1).cpu() for i in range(0, len(x), batch_size)])
-
-
 def fooling_rate(model, x: torch.Tensor, v: torch.Tensor, *, bounds=(0.0, 1.0), batch_size: int = 500,
                  clean: torch.Tensor | None = None) -> float:
     """Share of ``x`` whose predicted class changes when ``v`` is added (and the result clipped to the box)."""
     lo, hi = check_bounds(bounds)
-    clean = predictions(model, x, batch_size=batch_size) if clean is None else clean
-    perturbed = predictions(model, (x + v.to(x.dtype)).clamp(lo, hi), batch_size=batch_size)
+    clean = predict_labels(model, x, batch_size=batch_size) if clean is None else clean
+    perturbed = predict_labels(model, (x + v.to(x.dtype)).clamp(lo, hi), batch_size=batch_size)
     return float((perturbed != clean).float().mean())
 
 
@@ -84,10 +79,10 @@ def universal_perturbation(model, x: torch.Tensor, *, eps: float, norm: str = "l
     if x.ndim != 4 or len(x) == 0:
         raise GibbonInputError(f"x must be a non-empty (N, C, H, W) batch, got shape {tuple(x.shape)}")
     projector = get_norm(norm)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     was_training = model.training
     model.eval()
-    clean = predictions(model, x)
+    clean = predict_labels(model, x)
     v = torch.zeros(x.shape[1:], device=device)
     g = torch.Generator().manual_seed(int(seed))
     history, calls = [], 0
@@ -138,11 +133,11 @@ def universal_sgd(model, x: torch.Tensor, *, eps: float, norm: str = "linf", epo
     if int(epochs) != epochs or epochs < 1:
         raise GibbonInputError(f"epochs must be a whole number >= 1, got {epochs!r}")
     projector = get_norm(norm)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     step = eps / 10 if step_size is None else step_size
     was_training = model.training
     model.eval()
-    clean = predictions(model, x)
+    clean = predict_labels(model, x)
     v = torch.zeros(x.shape[1:], device=device)
     g = torch.Generator().manual_seed(int(seed))
     history = []

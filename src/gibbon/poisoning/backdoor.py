@@ -85,22 +85,13 @@ def badnets_poison(train, trigger: Trigger, target: int, rate: float, *, seed: i
     return PoisonedSet(poisoned, rows, train.y[rows].clone(), meta)
 
 
-@torch.no_grad()
 def attack_success_rate(model, test, trigger: Trigger, target: int, *, batch_size: int = 500) -> float:
     """Fraction of non-target test images the model assigns to ``target`` once the trigger is stamped."""
+    from gibbon.zoo.training import predict_labels
+
     target = check_target_label(target, test.num_classes)
     keep = test.y != target
     if not bool(keep.any()):
         raise GibbonInputError(f"every test image is of the target class {target}; the ASR needs other classes")
-    x = test.x[keep]
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
-    try:
-        hits = 0
-        for i in range(0, len(x), batch_size):
-            stamped = apply_trigger(x[i:i + batch_size], trigger, test.bounds).to(device)
-            hits += int((model(stamped).argmax(-1) == target).sum())
-    finally:
-        model.train(was_training)
-    return hits / len(x)
+    stamped = apply_trigger(test.x[keep], trigger, test.bounds)
+    return float((predict_labels(model, stamped, batch_size=batch_size) == target).double().mean())

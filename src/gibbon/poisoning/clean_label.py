@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from gibbon.core.checks import GibbonInputError
-from gibbon.zoo.training import model_device
 
 
 def check_positive_int(value, what: str) -> int:
@@ -96,16 +95,6 @@ def train_from_scratch(arch: str, train, *, epochs: int, seed: int, batch_size: 
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Labels the model gives ``x`` (eval mode, batched, restored after), on the CPU."""
-    was_training, device = model.training, model_device(model)
-    model.eval()
-    try:
-        return torch.cat([model(x[i:i + batch_size].to(device)).argmax(-1).cpu() for i in range(0, len(x), batch_size)])
-    finally:
-        model.train(was_training)
-
-
 # --------------------------------------------------------------------------- results
 
 

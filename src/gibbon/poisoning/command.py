@@ -77,7 +77,8 @@ def badnets(
     """BadNets (Gu et al. 2017) / blended (Chen et al. 2017) backdoor: clean accuracy and attack success rate."""
     from gibbon.evaluation.report import write_json_atomic
     from gibbon.poisoning.experiments import DETECTORS, backdoor_run, detect as run_detectors, recipe
-    from gibbon.poisoning.plots import predictions, save_curve, save_image_rows
+    from gibbon.poisoning.plots import save_curve, save_image_rows
+    from gibbon.zoo.training import predict_labels
     from gibbon.poisoning.triggers import apply_trigger, check_trigger, parse_trigger
 
     check_seed_and_batch(seed, 1)
@@ -122,8 +123,8 @@ def badnets(
         sample = test.x[test.y != target][:8]
         stamped = apply_trigger(sample, spec, test.bounds)
         save_image_rows(out_dir / "badnets.png", {"clean": sample, "triggered": stamped},
-                        labels={"clean": [f"pred {p}" for p in predictions(model, sample)],
-                                "triggered": [f"pred {p}" for p in predictions(model, stamped)]})
+                        labels={"clean": [f"pred {p}" for p in predict_labels(model, sample).tolist()],
+                                "triggered": [f"pred {p}" for p in predict_labels(model, stamped).tolist()]})
     report["runs"] = runs
     write_json_atomic(out_dir / "badnets.json", report)
     if len(rates) > 1:

@@ -21,9 +21,9 @@ import torch
 
 from gibbon.core.checks import GibbonInputError, check_bounds
 from gibbon.poisoning.clean_label import (CleanLabelResult, check_images, check_positive_int,
-                                          head_predict, model_device, perturbation_norms, success_rate,
-                                          train_linear_heads)
+                                          head_predict, perturbation_norms, success_rate, train_linear_heads)
 from gibbon.poisoning.features import penultimate, penultimate_features
+from gibbon.zoo.training import model_device
 
 
 def collision_beta(beta0: float, feature_dim: int, input_dim: int) -> float:

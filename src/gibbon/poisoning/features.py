@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from gibbon.core.checks import GibbonInputError
+from gibbon.zoo.training import model_device
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
@@ -33,7 +34,7 @@ def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def penultimate_features(model: nn.Module, x: torch.Tensor, *, batch_size: int = 500) -> torch.Tensor:
     """:func:`penultimate` for a whole set, in eval mode, batched, on the model's device; returns CPU
     float32 ``(N, D)``. The model's train/eval mode is restored."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from gibbon.core.checks import GibbonInputError, check_bounds
 from gibbon.poisoning.clean_label import (CleanLabelResult, check_images, check_positive_int,
-                                          model_device, perturbation_norms, predict, success_rate, train_from_scratch)
+                                          perturbation_norms, success_rate, train_from_scratch)
+from gibbon.zoo.training import model_device, predict_labels
 
 
 def _params(model):
@@ -164,7 +165,7 @@ def gradient_matching_experiment(crafting_model: torch.nn.Module, train, test, *
     n_poison = max(1, round(budget * len(train.y)))
     k, start = train.num_classes, time.perf_counter()
     g = torch.Generator().manual_seed(int(seed))
-    correct = (predict(crafting_model, test.x) == test.y).nonzero().flatten()
+    correct = (predict_labels(crafting_model, test.x) == test.y).nonzero().flatten()
     targets = correct[torch.randperm(len(correct), generator=g)[:n_targets]]
     records = {"gradient-matching": [], "random-noise": []}
     for t in targets.tolist():
@@ -188,11 +189,11 @@ def gradient_matching_experiment(crafting_model: torch.nn.Module, train, test, *
             x[rows] = (train.x[rows] + d).clamp(*train.bounds)
             victim = train_from_scratch(arch, dataclasses.replace(train, x=x, meta={}), epochs=victim_epochs,
                                         seed=victim_seed)
-            pred = predict(victim, test.x)
+            pred = predict_labels(victim, test.x)
             records[name].append({"target": t, "adv": adv, "pred": int(pred[t]),
                                   "acc": float((pred == test.y).float().mean()),
                                   "norms": perturbation_norms(x[rows], train.x[rows]), "craft": craft_seconds})
-    clean_acc = float((predict(crafting_model, test.x) == test.y).float().mean())
+    clean_acc = float((predict_labels(crafting_model, test.x) == test.y).float().mean())
     setting = {"arch": arch, "n_train": len(train.y), "n_poison": n_poison, "budget": budget, "eps": eps,
                "steps": steps, "restarts": restarts, "lr": lr, "augment": augment, "victim_epochs": victim_epochs,
                "victim_seed": victim_seed, "seed": int(seed)}

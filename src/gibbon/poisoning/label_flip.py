@@ -58,19 +58,11 @@ def flip_labels(train, rate: float, *, mode: str = "random", source: int | None 
     return PoisonedSet(poisoned, rows, train.y[rows].clone(), meta)
 
 
-@torch.no_grad()
 def class_accuracy(model, test, label: int, *, batch_size: int = 500) -> float:
     """Accuracy on the test images of one class (the targeted flip's victim)."""
+    from gibbon.zoo.training import predict_labels
+
     keep = test.y == label
     if not bool(keep.any()):
         raise GibbonInputError(f"the test set has no image of class {label}")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x, y = test.x[keep], test.y[keep]
-    was_training = model.training
-    model.eval()
-    try:
-        right = sum(int((model(x[i:i + batch_size].to(device)).argmax(-1).cpu() == y[i:i + batch_size]).sum())
-                    for i in range(0, len(y), batch_size))
-    finally:
-        model.train(was_training)
-    return right / len(y)
+    return float((predict_labels(model, test.x[keep], batch_size=batch_size) == label).double().mean())

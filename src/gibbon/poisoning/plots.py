@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 
 def _pyplot():
     import matplotlib
@@ -61,14 +59,3 @@ def save_curve(path, x: list, series: dict, *, xlabel: str, ylabel: str, title: 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, Path(path))
-
-
-@torch.no_grad()
-def predictions(model, x: torch.Tensor) -> list:
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
-    try:
-        return model(x.to(device)).argmax(-1).cpu().tolist()
-    finally:
-        model.train(was_training)

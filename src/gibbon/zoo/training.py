@@ -82,6 +82,20 @@ def accuracy(model: nn.Module, dataset, batch_size: int = 500) -> float:
     return correct / n
 
 
+@torch.no_grad()
+def predict_labels(model: nn.Module, x: torch.Tensor, *, batch_size: int = 500) -> torch.Tensor:
+    """Argmax labels of ``model`` on ``x`` (eval mode, batched on the model's device, mode restored),
+    as a CPU int64 tensor."""
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [model(x[i:i + batch_size].to(device)).argmax(dim=-1).cpu() for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+
 def cross_entropy_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     """Default objective: mean cross-entropy; returns ``(loss, logits)``."""
     logits = model(x)
