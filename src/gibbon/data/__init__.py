@@ -12,9 +12,9 @@ Helper modules: :mod:`~gibbon.data.augment` (label-preserving shifts), :mod:`~gi
 from gibbon.data import augment, cifar10, digits, download, idx, mnist, npz, safe_pickle, synthetic
 from gibbon.data._common import SPLITS
 from gibbon.data.dataset import Dataset
-from gibbon.data.loading import DATASETS, load
+from gibbon.data.loading import DATASETS, load, load_at_most
 
 __all__ = [
-    "DATASETS", "SPLITS", "Dataset", "load",
+    "DATASETS", "SPLITS", "Dataset", "load", "load_at_most",
     "augment", "cifar10", "digits", "download", "idx", "mnist", "npz", "safe_pickle", "synthetic",
 ]

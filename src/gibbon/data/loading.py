@@ -111,3 +111,16 @@ def load(
 
 
 __all__ = ["DATASETS", "SPLITS", "load"]
+
+
+def load_at_most(name: str, split: str, n: int, *, seed: int | None = None,
+                 root: str | os.PathLike | None = None) -> Dataset:
+    """:func:`load` with ``n`` capped at the split's size: all of a small split, else the same
+    subset ``load(name, split, n=n, seed=seed)`` draws. The split is read once."""
+    import dataclasses
+
+    full = load(name, split, root=root)
+    if n >= len(full.y):
+        return full
+    rows = torch.from_numpy(np.asarray(pick_rows(len(full.y), n, seed), dtype=np.int64))
+    return dataclasses.replace(full, x=full.x[rows], y=full.y[rows], meta={**full.meta, "indices": rows})

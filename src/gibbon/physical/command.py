@@ -51,7 +51,7 @@ def universal(
     model = zoo.load(model_path, device=device, trust_code=trust_code).eval()
     others = {str(p): zoo.load(p, device=device, trust_code=trust_code).eval() for p in transfer_to}
     train = data.load(dataset, "train", n=n_train, seed=seed)
-    test = data.load(dataset, "test", n=min(n_test, len(data.load(dataset, "test").y)))
+    test = data.load_at_most(dataset, "test", n_test)
     runs = []
     for e in budgets:
         if method == "sgd":
@@ -108,8 +108,7 @@ def survival_command(
         raise GibbonInputError("--n must be >= 1 and --eot >= 0")
     device = resolve_device(device)
     model = zoo.load(model_path, device=device, trust_code=trust_code).eval()
-    test = data.load(dataset, "test")
-    test = data.load(dataset, "test", n=min(n, len(test.y)))
+    test = data.load_at_most(dataset, "test", n)
     transform = PhotoTransform()
     rows = survival_table(model, test, [a.strip() for a in attacks.split(",") if a.strip()], parse_rates(eps, "--eps"),
                           PhotoPipeline(transform, test.bounds), draws=draws, eot_samples=eot, seed=seed)
@@ -152,9 +151,8 @@ def patch_command(
     shares = parse_rates(areas, "--area")
     device = resolve_device(device)
     model = zoo.load(model_path, device=device, trust_code=trust_code).eval()
-    train = data.load(dataset, "train", n=min(n_train, len(data.load(dataset, "train").y)), seed=seed)
-    test = data.load(dataset, "test")
-    test = data.load(dataset, "test", n=min(n_test, len(test.y)))
+    train = data.load_at_most(dataset, "train", n_train, seed=seed)
+    test = data.load_at_most(dataset, "test", n_test)
     check_target_label(target, test.num_classes)
     for share in shares:
         patch_side(share, train.input_shape)  # every size checked before any training

@@ -333,8 +333,6 @@ def brew(
     device: Optional[str] = DeviceOpt,
 ):
     """Gradient-matching clean-label poisons (Geiping et al. 2021) against victims trained from scratch."""
-    import dataclasses
-
     from gibbon import data
     from gibbon.evaluation.report import write_json_atomic
     from gibbon.poisoning.gradient_matching import gradient_matching_experiment
@@ -344,8 +342,8 @@ def brew(
         raise GibbonInputError(f"--eps must be >= 0, got {eps}")
     device = resolve_device(device)
     model = _model(model_path, device, trust_code)
-    train, test = data.load(dataset, "train", n=n_train), data.load(dataset, "test")
-    test = dataclasses.replace(test, x=test.x[:1000], y=test.y[:1000], meta={})  # targets: among the first 1,000
+    train = data.load(dataset, "train", n=n_train)
+    test = data.load_at_most(dataset, "test", 1000)  # targets: among the first 1,000
     attack, noise = gradient_matching_experiment(model, train, test, arch=arch, victim_epochs=epochs,
                                                  n_targets=n_targets, budget=budget, eps=eps, steps=steps,
                                                  restarts=restarts, seed=seed)
