@@ -62,3 +62,5 @@ def test_cli_universal_writes_json_and_images(monkeypatch, tmp_path, setting):
     assert (tmp_path / "u" / "universal.png").stat().st_size > 1000
     assert run_cli(monkeypatch, "physical", "universal", "--model", str(tmp_path / "m.safetensors"), "--dataset",
                    "digits", "--eps", "0.3", "--method", "magic") == 2
+    assert run_cli(monkeypatch, "physical", "universal", "--model", str(tmp_path / "m.safetensors"), "--dataset",
+                   "digits", "--eps", "one", "--norm", "l2") == 2  # a one-line error, not a ValueError traceback

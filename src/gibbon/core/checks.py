@@ -97,3 +97,20 @@ def check_seed_and_batch(seed: int, batch_size: int) -> None:
         raise GibbonInputError(f"--batch-size must be >= 1, got {batch_size}")
     if seed < 0:
         raise GibbonInputError(f"--seed must be >= 0, got {seed}")
+
+
+def parse_number_list(text: str, what: str, *, fractions: bool = False) -> list[float]:
+    """A command line's comma list ``"0.1,0.2"``: finite numbers >= 0, or with ``fractions`` in (0, 1]."""
+    kind, example = ("fractions", "0.001,0.01,0.1") if fractions else ("numbers", "0.5,1,2")
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise GibbonInputError(f"{what} must be {kind} separated by commas, e.g. {example}; got {text!r}") from None
+    if not values:
+        raise GibbonInputError(f"{what} needs at least one {kind[:-1]}, e.g. {example.split(',')[1]}")
+    for v in values:
+        if fractions and not 0 < v <= 1:
+            raise GibbonInputError(f"{what} values must be fractions in (0, 1], got {v}; e.g. 0.01 for 1%")
+        if not fractions and not (math.isfinite(v) and v >= 0):
+            raise GibbonInputError(f"{what} values must be finite numbers >= 0, got {v}")
+    return values

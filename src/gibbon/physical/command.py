@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from gibbon.core.checks import GibbonInputError, check_seed_and_batch, resolve_device
+from gibbon.core.checks import GibbonInputError, check_seed_and_batch, parse_number_list, resolve_device
 
 physical_app = typer.Typer(no_args_is_help=True, help="Input-agnostic and physical-world style attacks: universal "
                            "perturbations.")
@@ -39,14 +39,12 @@ def universal(
     from gibbon import data, zoo
     from gibbon.evaluation.report import write_json_atomic
     from gibbon.physical.universal import fooling_rate, universal_perturbation, universal_sgd
-    from gibbon.poisoning.command import parse_rates
-    from gibbon.poisoning.plots import save_image_rows
-    from gibbon.zoo.training import predict_labels
+    from gibbon.poisoning.plots import save_prediction_rows
 
     check_seed_and_batch(seed, 1)
     if method not in METHODS:
         raise GibbonInputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    budgets = parse_rates(eps, "--eps") if norm == "linf" else [float(e) for e in eps.split(",")]
+    budgets = parse_number_list(eps, "--eps", fractions=norm == "linf")
     device = resolve_device(device)
     model = zoo.load(model_path, device=device, trust_code=trust_code).eval()
     others = {str(p): zoo.load(p, device=device, trust_code=trust_code).eval() for p in transfer_to}
@@ -73,10 +71,9 @@ def universal(
     sample = test.x[:8]
     shifted = (sample + v).clamp(lo, hi)
     shown = (v - v.min()) / (v.max() - v.min()).clamp_min(1e-12)
-    save_image_rows(out_dir / "universal.png", {"clean": sample, f"v (eps {budgets[-1]:g}, rescaled)":
-                                                shown.unsqueeze(0).expand_as(sample), "clean + v": shifted},
-                    labels={"clean": [f"pred {p}" for p in predict_labels(model, sample).tolist()],
-                            "clean + v": [f"pred {p}" for p in predict_labels(model, shifted).tolist()]})
+    save_prediction_rows(out_dir / "universal.png", model,
+                         {"clean": sample, f"v (eps {budgets[-1]:g}, rescaled)": shown.unsqueeze(0).expand_as(sample),
+                          "clean + v": shifted}, labelled=("clean", "clean + v"))
     from gibbon.zoo.io import write_npz_atomic
 
     write_npz_atomic(out_dir / "universal.npz", {"perturbation": v.numpy(), "eps": float(budgets[-1])})
@@ -101,7 +98,6 @@ def survival_command(
     from gibbon import data, zoo
     from gibbon.evaluation.report import write_json_atomic
     from gibbon.physical.photo import PhotoPipeline, PhotoTransform, survival_table
-    from gibbon.poisoning.command import parse_rates
 
     check_seed_and_batch(seed, 1)
     if n < 1 or eot < 0:
@@ -110,7 +106,8 @@ def survival_command(
     model = zoo.load(model_path, device=device, trust_code=trust_code).eval()
     test = data.load_at_most(dataset, "test", n)
     transform = PhotoTransform()
-    rows = survival_table(model, test, [a.strip() for a in attacks.split(",") if a.strip()], parse_rates(eps, "--eps"),
+    names = [a.strip() for a in attacks.split(",") if a.strip()]
+    rows = survival_table(model, test, names, parse_number_list(eps, "--eps", fractions=True),
                           PhotoPipeline(transform, test.bounds), draws=draws, eot_samples=eot, seed=seed)
     write_json_atomic(out_dir / "survival.json", {"model": str(model_path), "dataset": dataset, "n": len(test.y),
                                                   "photo": transform.to_dict(), "draws": draws, "rows": rows})
@@ -142,13 +139,11 @@ def patch_command(
     from gibbon.evaluation.report import write_json_atomic
     from gibbon.physical.patch import paste, patch_side, patch_success, random_placements, train_patch
     from gibbon.poisoning.backdoor import check_target_label
-    from gibbon.poisoning.command import parse_rates
-    from gibbon.poisoning.plots import save_image_rows
-    from gibbon.zoo.training import predict_labels
+    from gibbon.poisoning.plots import save_prediction_rows
     from gibbon.zoo.io import write_npz_atomic
 
     check_seed_and_batch(seed, 1)
-    shares = parse_rates(areas, "--area")
+    shares = parse_number_list(areas, "--area", fractions=True)
     device = resolve_device(device)
     model = zoo.load(model_path, device=device, trust_code=trust_code).eval()
     train = data.load_at_most(dataset, "train", n_train, seed=seed)
@@ -171,7 +166,5 @@ def patch_command(
     where = random_placements(len(sample), found.patch.shape[-1], sample.shape[1:], max_angle=20.0, scale=(0.8, 1.2),
                               generator=torch.Generator().manual_seed(seed))
     patched = paste(sample, found.patch, where)
-    save_image_rows(out_dir / "patch.png", {"clean": sample, f"patched ({100 * shares[-1]:g}%)": patched},
-                    labels={"clean": [f"pred {p}" for p in predict_labels(model, sample).tolist()],
-                            f"patched ({100 * shares[-1]:g}%)": [f"pred {p}" for p in predict_labels(model, patched).tolist()]})
+    save_prediction_rows(out_dir / "patch.png", model, {"clean": sample, f"patched ({100 * shares[-1]:g}%)": patched})
     out.print(f"written to {out_dir / 'patch.json'}, patch.png and patch.npz", soft_wrap=True)

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from gibbon.core.checks import GibbonInputError, check_seed_and_batch, resolve_device
+from gibbon.core.checks import GibbonInputError, check_seed_and_batch, parse_number_list, resolve_device
 
 poison_app = typer.Typer(no_args_is_help=True, help="Training-set poisoning: backdoors (BadNets, blend), label "
                          "flipping, clean-label attacks and influence functions; detection.")
@@ -31,17 +31,7 @@ DeviceOpt = typer.Option(None, "--device", help="cuda, cpu ... (default: cuda if
 
 
 def parse_rates(text: str, what: str = "--rate") -> list[float]:
-    try:
-        rates = [float(r) for r in text.split(",") if r.strip()]
-    except ValueError:
-        raise GibbonInputError(f"{what} must be fractions separated by commas, e.g. 0.001,0.01,0.1; "
-                               f"got {text!r}") from None
-    if not rates:
-        raise GibbonInputError(f"{what} needs at least one fraction, e.g. 0.01")
-    for r in rates:
-        if not 0 < r <= 1:
-            raise GibbonInputError(f"{what} values must be fractions in (0, 1], got {r}; e.g. 0.01 for 1%")
-    return rates
+    return parse_number_list(text, what, fractions=True)
 
 
 def _load(dataset: str, n_train: Optional[int]):
@@ -77,8 +67,7 @@ def badnets(
     """BadNets (Gu et al. 2017) / blended (Chen et al. 2017) backdoor: clean accuracy and attack success rate."""
     from gibbon.evaluation.report import write_json_atomic
     from gibbon.poisoning.experiments import DETECTORS, backdoor_run, detect as run_detectors, recipe
-    from gibbon.poisoning.plots import save_curve, save_image_rows
-    from gibbon.zoo.training import predict_labels
+    from gibbon.poisoning.plots import save_curve, save_prediction_rows
     from gibbon.poisoning.triggers import apply_trigger, check_trigger, parse_trigger
 
     check_seed_and_batch(seed, 1)
@@ -122,9 +111,7 @@ def badnets(
             out.print(f"saved {save_model}", highlight=False)
         sample = test.x[test.y != target][:8]
         stamped = apply_trigger(sample, spec, test.bounds)
-        save_image_rows(out_dir / "badnets.png", {"clean": sample, "triggered": stamped},
-                        labels={"clean": [f"pred {p}" for p in predict_labels(model, sample).tolist()],
-                                "triggered": [f"pred {p}" for p in predict_labels(model, stamped).tolist()]})
+        save_prediction_rows(out_dir / "badnets.png", model, {"clean": sample, "triggered": stamped})
     report["runs"] = runs
     write_json_atomic(out_dir / "badnets.json", report)
     if len(rates) > 1:

@@ -43,6 +43,15 @@ def save_image_rows(path, rows: dict, *, labels: dict | None = None, columns: in
     return _save(fig, Path(path))
 
 
+def save_prediction_rows(path, model, rows: dict, *, labelled=None) -> Path:
+    """:func:`save_image_rows` with the ``labelled`` rows (default: all) captioned by ``model``'s predictions."""
+    from gibbon.zoo.training import predict_labels
+
+    names = list(rows) if labelled is None else list(labelled)
+    return save_image_rows(path, rows, labels={name: [f"pred {p}" for p in predict_labels(model, rows[name]).tolist()]
+                                               for name in names})
+
+
 def save_curve(path, x: list, series: dict, *, xlabel: str, ylabel: str, title: str, logx: bool = False) -> Path:
     """Lines ``series`` (name -> values over ``x``) on one axis."""
     plt = _pyplot()
