@@ -15,12 +15,12 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    _pyplot().close(fig)
-    tmp.replace(path)
-    return path
+    from gibbon.zoo.io import write_png_atomic
+
+    try:
+        return write_png_atomic(path, fig)
+    finally:
+        _pyplot().close(fig)
 
 
 def save_image_rows(path, rows: dict, *, labels: dict | None = None, columns: int = 8) -> Path:

@@ -119,6 +119,7 @@ def save_roc(result: MembershipResult, out_dir, name: str = "membership") -> dic
     import matplotlib.pyplot as plt
 
     from gibbon.evaluation.report import write_json_atomic
+    from gibbon.zoo.io import write_png_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,10 +136,10 @@ def save_roc(result: MembershipResult, out_dir, name: str = "membership") -> dic
     ax.set_title("membership inference ROC")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(png_path)
+    try:
+        write_png_atomic(png_path, fig)
+    finally:
+        plt.close(fig)
     return {"json": str(json_path), "png": str(png_path)}
 
 

@@ -104,6 +104,14 @@ def _atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
+def write_png_atomic(path, fig, *, dpi: int = 120) -> Path:
+    """Save a matplotlib ``fig`` as PNG at ``path`` through a temp file and ``os.replace``, creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    return path
+
+
 def write_npz_atomic(path, arrays: dict, *, compressed: bool = False) -> Path:
     """Write plain numpy ``arrays`` to ``path`` (npz, readable with ``allow_pickle=False``) through a temp
     file and ``os.replace``, creating the folder; a file object keeps numpy from appending ``.npz``."""
