@@ -134,12 +134,11 @@ def detect(methods, model, poisoned, *, clean, test, trigger: Trigger, target: i
                      else activation_clustering(features, poisoned.dataset.y, whiten="robust", seed=seed))
             out[method] = found.to_dict(poisoned.poison_mask)
         else:
-            pruned = fine_prune(model, clean, fine_tune_epochs=0, seed=seed)
             tuned = fine_prune(model, clean, fine_tune_epochs=fine_tune_epochs, lr=1e-3, seed=seed)
+            pruned = tuned.model if tuned.pruned_model is None else tuned.pruned_model
             out[method] = {**tuned.to_dict(),
-                           "pruned_only": {"clean_accuracy": accuracy(pruned.model, test),
-                                           "attack_success_rate": attack_success_rate(pruned.model, test, trigger,
-                                                                                      target)},
+                           "pruned_only": {"clean_accuracy": accuracy(pruned, test),
+                                           "attack_success_rate": attack_success_rate(pruned, test, trigger, target)},
                            "fine_tuned": {"clean_accuracy": accuracy(tuned.model, test),
                                           "attack_success_rate": attack_success_rate(tuned.model, test, trigger,
                                                                                      target)}}

@@ -35,6 +35,7 @@ class FinePruneResult:
         accuracy: clean accuracy on the defender's data before pruning, after pruning, after
             fine-tuning (``before`` / ``pruned`` / ``fine_tuned``).
         curve: ``(channels pruned, clean accuracy)`` after each pruning step.
+        pruned_model: with fine-tuning, the pruned copy before it (else None: ``model`` is that).
     """
 
     model: nn.Module
@@ -42,6 +43,7 @@ class FinePruneResult:
     channels: int
     accuracy: dict
     curve: list = field(default_factory=list)
+    pruned_model: nn.Module | None = None
 
     def to_dict(self) -> dict:
         return {"pruned": self.pruned, "channels": self.channels, "accuracy": self.accuracy, "curve": self.curve}
@@ -122,9 +124,13 @@ def fine_prune(model: nn.Module, clean, *, max_drop: float = MAX_DROP, fine_tune
         if now <= before - max_drop:
             break
     result_accuracy = {"before": before, "pruned": now}
+    snapshot = None
     if fine_tune_epochs:
+        snapshot = copy.deepcopy(pruned_model)
+        _unprune(last_conv(snapshot))
         fit(pruned_model, clean, epochs=int(fine_tune_epochs), batch_size=batch_size, lr=lr, seed=seed,
             progress=progress)
         result_accuracy["fine_tuned"] = accuracy(pruned_model, clean)
     _unprune(conv)
-    return FinePruneResult(pruned_model.eval(), pruned, conv.out_channels, result_accuracy, curve)
+    return FinePruneResult(pruned_model.eval(), pruned, conv.out_channels, result_accuracy, curve,
+                           None if snapshot is None else snapshot.eval())
