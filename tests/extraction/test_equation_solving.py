@@ -139,3 +139,72 @@ def test_extraction_over_http_from_gibbon_serve(softmax_victim, digits, tmp_path
     finally:
         server.stop()
         server.kill()
+
+
+def test_boundary_placement_beats_uniform_on_rounded_outputs(softmax_victim, digits):
+    """Rounded to 2 decimals, 5 (d + 1) queries: placed where no class is saturated they recover
+    the model; uniform ones (most probabilities rounded to 0) do clearly worse at the same budget."""
+    victim = _probabilities(softmax_victim)
+    true = (softmax_victim[1].weight, softmax_victim[1].bias)
+    found = {}
+    for placement in ("uniform", "boundary"):
+        oracle = Oracle(victim, output="rounded", decimals=2)
+        found[placement] = extract_softmax_regression(oracle, (1, 8, 8), 10, queries=5 * (D + 1), placement=placement)
+        assert oracle.total == 325 == found[placement].queries
+    uniform, boundary = found["uniform"], found["boundary"]
+    assert boundary.underdetermined == () and boundary.saturated < uniform.saturated
+    assert fidelity(boundary.model, softmax_victim, digits[1].x) >= 0.98  # measured 99.3%
+    assert fidelity(uniform.model, softmax_victim, digits[1].x) < 0.96  # measured 93.0%
+    assert extraction_error(boundary, *true) < 0.1  # measured 0.042
+    assert extraction_error(uniform, *true) > 3 * extraction_error(boundary, *true)  # measured 0.27
+
+
+def test_boundary_placement_is_still_exact_on_exact_outputs(softmax_victim):
+    oracle = Oracle(softmax_victim)
+    result = extract_softmax_regression(oracle, (1, 8, 8), 10, queries=2 * (D + 1), placement="boundary")
+    assert oracle.total == 130 == result.queries
+    assert extraction_error(result, softmax_victim[1].weight, softmax_victim[1].bias) < 1e-3
+
+
+def test_boundary_queries_spend_exactly_the_budget_over_uneven_rounds(softmax_victim):
+    oracle = Oracle(_probabilities(softmax_victim), output="rounded", decimals=2)
+    result = extract_softmax_regression(oracle, (1, 8, 8), 10, queries=327, placement="boundary", rounds=4)
+    assert oracle.total == 327 == result.queries
+    short = Oracle(softmax_victim, max_total=300)  # refused before any query is spent
+    with pytest.raises(GibbonInputError, match="needs 325 queries"):
+        extract_softmax_regression(short, (1, 8, 8), 10, queries=325, placement="boundary")
+    assert short.total == 0
+
+
+def test_placed_queries_are_in_the_box_and_not_saturated(softmax_victim):
+    """With the true model as the estimate, placed points give every class a real probability;
+    uniform points of the same box are near one-hot."""
+    from gibbon.extraction.equation_solving import box_scales, place_near_boundaries
+
+    linear = softmax_victim[1]
+    theta = torch.cat([linear.weight, linear.bias[:, None]], 1).detach().double()
+    theta = theta - theta[-1]
+    gen = torch.Generator().manual_seed(0)
+    x = place_near_boundaries(theta, 200, (0.0, 1.0), gen)
+    assert x.shape == (200, D) and float(x.min()) >= 0 and float(x.max()) <= 1
+    assert float(x.std()) > 0.2  # spread over the box, not collapsed to one point (measured 0.29)
+    with torch.no_grad():
+        placed = softmax_victim(x.float().reshape(-1, 1, 8, 8)).softmax(1).min(1).values
+        uniform = softmax_victim(torch.rand(200, 1, 8, 8, generator=gen)).softmax(1).min(1).values
+    assert float(placed.median()) > 0.02 > float(uniform.median())  # measured 0.045 vs 0.0014
+    scales = box_scales(5)
+    assert scales[0] == pytest.approx(0.05) and scales[-1] == 1.0 and scales == sorted(scales)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"placement": "edge"}, "placement must be one of"),
+    ({"placement": "boundary", "rounds": 1}, "rounds >= 2"),
+    ({"placement": "boundary", "rounds": 2.5}, "rounds >= 2"),
+    ({"placement": "boundary", "rounds": 100}, "more than queries"),
+    ({"rounds": 3}, "uniform placement asks in one round"),
+])
+def test_bad_placement_options(softmax_victim, options, message):
+    oracle = Oracle(softmax_victim)
+    with pytest.raises(GibbonInputError, match=message):
+        extract_softmax_regression(oracle, (1, 8, 8), 10, **options)
+    assert oracle.total == 0
