@@ -5,7 +5,6 @@ Bad arguments end with a one-line ``error: ...`` that says what to do, and exit 
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,6 +13,8 @@ import typer
 from rich.console import Console
 
 from gibbon.core.checks import GibbonInputError, check_seed_and_batch, resolve_device
+from gibbon.oracles.loading import load_black_box as _load_any
+from gibbon.oracles.loading import load_oracle
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="gibbon: attack, defend and evaluate machine learning models.")
@@ -51,43 +52,6 @@ def load_model(spec: str, weights: Optional[str], device: str, trust_code: bool 
             raise GibbonInputError("a model given as pkg.module:factory needs --weights F.safetensors")
         return zoo.load_user_model(spec, weights=weights).to(device)
     return zoo.load(spec, device=device, trust_code=trust_code)
-
-
-def load_oracle(spec: str, token: Optional[str] = None):
-    """``sklearn:PATH.skops``, ``onnx:PATH.onnx`` or a ``gibbon serve`` URL (``http://HOST:PORT``,
-    with ``token``) as a query-counting, gradient-refusing Oracle."""
-    from gibbon.oracles import Oracle
-
-    if spec.startswith(("http://", "https://")):
-        return Oracle(_http_oracle(spec, token))
-    kind, _, path = spec.partition(":")
-    if kind not in ("sklearn", "onnx") or not path:
-        raise GibbonInputError(f"--oracle takes sklearn:PATH.skops, onnx:PATH.onnx or http://HOST:PORT, got {spec!r}")
-    if not Path(path).exists():
-        raise GibbonInputError(f"--oracle file {path} does not exist")
-    if kind == "sklearn":
-        from gibbon.oracles import load_sklearn
-
-        return Oracle(load_sklearn(path))
-    from gibbon.oracles import OnnxModel
-
-    return Oracle(OnnxModel(path))
-
-
-def _http_oracle(url: str, token: Optional[str]):
-    """The served model at ``url`` (probabilities); a wrong token or a dead server is one line, not a retry storm
-    (401/403 are never retried; connection errors get HttpOracle's few backed-off retries)."""
-    from gibbon.oracles import HttpOracle
-    from gibbon.oracles.http import ServerError
-
-    token = token or os.environ.get("GIBBON_TOKEN")
-    if not token:
-        raise GibbonInputError("an http:// oracle needs its token: set GIBBON_TOKEN (or pass --token where the command "
-                               "has it)")
-    try:
-        return HttpOracle(url, token, output="scores", retries=2)
-    except ServerError as err:
-        raise GibbonInputError(f"cannot use the server at {url}: {err}") from None
 
 
 def check_oracle_fits(oracle, data) -> None:
@@ -586,15 +550,6 @@ def _run_diagnosis(model, data, *, json_path, described: dict, **kwargs):
     return report
 
 
-def _load_any(spec: str, trust_code: bool = False):
-    """A zoo ``PATH.safetensors`` (a torch model) or ``sklearn:PATH`` / ``onnx:PATH`` (a black box)."""
-    from gibbon import zoo as gzoo
-
-    if ":" not in spec or Path(spec).exists():
-        return gzoo.load(spec, trust_code=trust_code).eval()
-    return load_oracle(spec)
-
-
 def _named(specs: List[str], option: str, trust_code: bool = False) -> dict:
     named = {}
     for item in specs:
@@ -913,6 +868,7 @@ def privacy_pate(
     out.print(f"written to {out_dir / 'pate.json'}", soft_wrap=True)
 
 
+from gibbon.extraction.command import steal as _steal  # noqa: E402
 from gibbon.physical.command import physical_app as _physical_app  # noqa: E402
 from gibbon.poisoning.command import poison_app as _poison_app  # noqa: E402
 from gibbon.serve.command import serve as _serve_command  # noqa: E402 - fastapi/uvicorn load inside the command
@@ -920,6 +876,7 @@ from gibbon.serve.command import serve as _serve_command  # noqa: E402 - fastapi
 app.command("serve")(_serve_command)
 app.add_typer(_poison_app, name="poison")
 app.add_typer(_physical_app, name="physical")
+app.command("steal")(_steal)
 
 
 def main() -> None:

@@ -130,13 +130,14 @@ def write_json(path: Path, payload: dict) -> None:
 def _collect_families() -> None:
     """Add the targets of the paper families in :mod:`gibbon.reproductions`."""
     from gibbon.reproductions import (adaptive, audit, blackbox, clean_label, defenses, dp_sgd, extraction, influence, masked_zoo,
-                                      membership, minimal_attacks, pate, physical, poisoning, reliable, vat)
+                                      membership, minimal_attacks, model_theft, pate, physical, poisoning, reliable,
+                                      tree_extraction, vat)
 
     for target in (minimal_attacks.targets() + reliable.targets() + blackbox.targets() + defenses.targets()
                    + adaptive.targets() + vat.targets() + masked_zoo.targets() + dp_sgd.targets()
                    + pate.targets() + membership.targets() + audit.targets() + poisoning.targets()
                    + clean_label.targets() + influence.targets() + physical.targets()
-                   + extraction.targets()):
+                   + extraction.targets() + tree_extraction.targets() + model_theft.targets()):
         TARGETS[target.id] = target
 
 

@@ -27,6 +27,8 @@ TOKENS = {  # name -> (token, limits)
     "shared-nes": ("shared-nes-token-mmmmmmmm", {"budget": 6000, "rate": 100_000.0, "burst": 5000}),
     "shared-square": ("shared-square-token-nnnnnn", {"budget": 1500, "rate": 100_000.0, "burst": 5000}),
     "mia-small": ("mia-small-budget-token-oo", {"budget": 10, "rate": 100_000.0, "burst": 5000}),
+    "steal": ("steal-token-pppppppppppp", {"budget": 1_000_000, "rate": 100_000.0, "burst": 5000}),
+    "steal-small": ("steal-small-token-qqqqqqq", {"budget": 40, "rate": 100_000.0, "burst": 5000}),
     "admin": ("admin-token-iiiiiiiiiii", {"budget": None, "rate": 100_000.0, "burst": 5000, "admin": True}),
 }
 MAX_BATCH, MAX_BODY = 64, 200_000

@@ -150,3 +150,25 @@ class Prada:
         new = not self.flagged and self.statistic < self.delta
         self.flagged = self.flagged or new
         return Verdict(self.statistic, len(self.distances), self.flagged, new)
+
+
+def first_alert(x: torch.Tensor, labels: torch.Tensor, *, delta: float = DELTA, min_distances: int = MIN_DISTANCES,
+                dim: int = DIM, seed: int = SEED, chunk: int = 256) -> tuple[int | None, float | None]:
+    """Replay one client's query stream ``x`` (in order, with the victim's ``labels``) through the
+    detector as ``gibbon serve`` would, ``chunk`` queries per request.
+
+    Returns ``(queries when the alert was raised or None, the last statistic W)``: what a
+    deployment's PRADA says about a stream, measured without a server.
+
+    Example:
+        >>> at, w = first_alert(torch.rand(300, 1, 8, 8), torch.zeros(300, dtype=torch.long))
+        >>> at is None, w > 0.94
+        (True, True)
+    """
+    matrix = projection(int(x[0].numel()), dim, seed)
+    detector = Prada(matrix.shape[1], delta=delta, min_distances=min_distances)
+    for start in range(0, len(x), chunk):
+        detector.observe(project(x[start:start + chunk], matrix), labels[start:start + chunk].tolist())
+        if detector.check().new_alert:
+            return min(start + chunk, len(x)), detector.statistic
+    return None, detector.statistic
