@@ -33,6 +33,8 @@ def test_steal_trains_a_copy_with_its_curve_and_resumes_for_free(monkeypatch, tm
     summary = json.loads((tmp_path / "steal.json").read_text())
     assert summary["queries_spent"] == 500 and summary["answers"] == 400 and summary["kind"] == "probabilities"
     assert [p["queries"] for p in summary["curve"]] == [50, 200, 400]
+    assert all(p["fidelity"] is not None for p in summary["curve"])  # the bought labels score every curve point
+    assert summary["fidelity"] == pytest.approx(summary["curve"][-1]["fidelity"])
     assert summary["fidelity"] >= 0.85 and summary["accuracy"] >= 0.85  # measured 0.93 / 0.93
     assert (tmp_path / "curve.png").stat().st_size > 1000 and (tmp_path / "copy.answers.npz").exists()
     card = read_card(out)

@@ -7,6 +7,7 @@ import json
 import time
 
 import httpx
+import torch
 import pytest
 from _helpers import run_cli
 from _serve import TOKENS, auth, free_port
@@ -61,3 +62,22 @@ def test_an_unreachable_server_is_one_line_after_a_few_retries(monkeypatch, caps
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and "unreachable after 3 attempts" in err and "Traceback" not in err
     assert time.perf_counter() - started < 10
+
+
+def test_the_server_poisons_its_predictions_with_mad(make_server, digits_sets, local_model):
+    """--mad-eps 0.5: every answer moves by L1 0.5 at most, keeps its top-1 label, and moves on average."""
+    proc = make_server("--mad-eps", "0.5").start()
+    x = digits_sets[1].x[:64]
+    served = HttpOracle(proc.url, TOKENS["user"][0])(x)
+    with torch.no_grad():
+        true = local_model(x).softmax(1)
+    moved = (served - true).abs().sum(1)
+    assert torch.allclose(served.sum(1), torch.ones(64), atol=1e-4)
+    assert float(moved.max()) <= 0.5 + 1e-4 and float(moved.mean()) >= 0.3  # most answers use the whole budget
+    assert bool((served.argmax(1) == true.argmax(1)).all())
+
+
+def test_a_bad_mad_budget_is_one_line(monkeypatch, capsys, model_path, tokens_file):
+    code = run_cli(monkeypatch, "serve", "--model", str(model_path), "--tokens-file", str(tokens_file), "--mad-eps", "3")
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "--mad-eps is an L1 distance" in err

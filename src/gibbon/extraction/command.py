@@ -80,6 +80,8 @@ def steal(
     from gibbon.oracles import Oracle
     from gibbon.oracles.http import ServerError
     from gibbon.oracles.loading import load_black_box
+    from gibbon.transfer._batches import predicted_labels
+    from gibbon.zoo.training import predict_labels
 
     check_seed_and_batch(seed, 1)
     if budget <= 0:
@@ -101,18 +103,26 @@ def steal(
     victim = load_black_box(oracle_spec, trust_code, token, output="auto")
     oracle = Oracle(victim, max_total=budget)
     shape = _victim_shape(oracle, test)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        make = lambda: zoo.build(arch, test).to(device)  # noqa: E731  (a fresh copy per curve point)
-        student = make()
-    eval_x = test.x[-fidelity_queries:] if fidelity_queries else None  # never in the pool's draw below
+    def make():  # a fresh copy per curve point, each with the same seeded initial weights
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return zoo.build(arch, test).to(device)
+
+    student = make()
+    # fidelity is measured on the last test images; their victim labels are bought first, out of the budget
+    eval_x, eval_y = (test.x[-fidelity_queries:], test.y[-fidelity_queries:]) if fidelity_queries else (test.x, test.y)
     store = answers or out_path.with_name(out_path.stem + ".answers.npz")
     summary = {"oracle": oracle_spec, "method": method, "dataset": dataset, "arch": arch, "budget": budget,
                "seed": seed}
+    pool = _pool(pool_spec, shape, seed, test.bounds) if method == "knockoff" else None
+    if pool is not None and len(pool) < budget - fidelity_queries:  # checked before any query is paid for
+        raise GibbonInputError(f"the pool has {len(pool)} images but --budget asks {budget - fidelity_queries} (each "
+                               "is asked once); lower --budget or pick a larger --pool")
     try:
+        victim_labels = predicted_labels(oracle, eval_x, 256) if fidelity_queries else None
         if method == "knockoff":
-            summary.update(_knockoff(oracle, _pool(pool_spec, shape, seed, test.bounds), make, budget - fidelity_queries,
-                                     budgets, test, epochs, min_steps, seed, store, len(test.classes)))
+            summary.update(_knockoff(oracle, pool, make, budget - fidelity_queries, budgets, (eval_x, eval_y, victim_labels), epochs, min_steps, seed, store,
+                                     len(test.classes)))
             student = summary.pop("student")
             summary["pool"] = pool_spec
         elif method == "jacobian":
@@ -120,7 +130,7 @@ def steal(
 
             result = train_substitute(oracle, data.load(dataset, "val").x[:150], student, rounds=20, epochs=epochs,
                                       reservoir_from=6, reservoir_size=400, bounds=test.bounds,
-                                      classes=test.classes, seed=seed, progress=True, reserve=fidelity_queries)
+                                      classes=test.classes, seed=seed, progress=True)
             summary.update({k: v for k, v in result.to_dict().items() if k in ("queries", "training_points",
                                                                                   "stopped_by_budget")})
         else:
@@ -131,13 +141,11 @@ def steal(
             student = zoo.build("softmax-regression", test)
             student.load_state_dict(result.model.state_dict())
             summary.update(result.to_dict())
-        if fidelity_queries:
-            from gibbon.extraction.equation_solving import fidelity
-
-            summary["fidelity"] = fidelity(student, oracle, eval_x)
     except ServerError as err:
-        raise GibbonInputError(f"the server failed mid-way ({err}); the answers paid for are kept in {store}: "
-                               "rerun the same command to resume") from None
+        kept = f"; the answers paid for are kept in {store}: rerun the same command to resume" if pool is not None else ""
+        raise GibbonInputError(f"the server failed mid-way ({err}){kept}") from None
+    if victim_labels is not None:
+        summary["fidelity"] = float((predict_labels(student.to(device), eval_x).cpu() == victim_labels.cpu()).float().mean())
     summary["queries_spent"] = oracle.total
     summary["accuracy"] = zoo.accuracy(student.to(device), test)
     zoo.save(student.cpu(), out_path, dataset=test, stolen={k: v for k, v in summary.items() if k != "curve"})
@@ -153,14 +161,13 @@ def steal(
     return summary
 
 
-def _knockoff(oracle, pool, make, budget, budgets, test, epochs, min_steps, seed, store, num_classes) -> dict:
+def _knockoff(oracle, pool, make, budget, budgets, held_out, epochs, min_steps, seed, store, num_classes) -> dict:
     from gibbon.extraction.knockoff import knockoff_nets
 
-    if len(pool) < budget:
-        raise GibbonInputError(f"the pool has {len(pool)} images but --budget asks {budget} (each is asked once); "
-                               "lower --budget or pick a larger --pool")
-    result = knockoff_nets(oracle, pool, make, budgets=[*budgets, budget], num_classes=num_classes, eval_x=test.x,
-                           eval_y=test.y, epochs=epochs, min_steps=min_steps, seed=seed, store=store, progress=True)
+    eval_x, eval_y, victim_labels = held_out
+    result = knockoff_nets(oracle, pool, make, budgets=[*budgets, budget], num_classes=num_classes, eval_x=eval_x,
+                           eval_y=eval_y, victim_labels=victim_labels, epochs=epochs, min_steps=min_steps, seed=seed, store=store, progress=True)
     for point in result.curve:
-        out.print(f"copy trained on {point['queries']} answers: test accuracy {point['accuracy']:.2%}", highlight=False)
+        fid = "" if point["fidelity"] is None else f", fidelity {point['fidelity']:.2%}"
+        out.print(f"copy trained on {point['queries']} answers: accuracy {point['accuracy']:.2%}{fid}", highlight=False)
     return {"student": result.student, **result.to_dict()}

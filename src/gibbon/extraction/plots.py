@@ -14,14 +14,14 @@ def plot_curve(curves, path, *, title: str = "") -> Path:
     named = curves if isinstance(curves, dict) else {"": curves}
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name, points in named.items():
+    for i, (name, points) in enumerate(named.items()):
         queries = [p["queries"] for p in points]
-        for key, style in (("fidelity", "-o"), ("accuracy", "--s")):
+        for key, style in (("fidelity", "-o"), ("accuracy", ":s")):  # one colour per curve, one style per measure
             values = [p.get(key) for p in points]
             if any(v is not None for v in values):
                 label = f"{name} {key}".strip()
                 ax.plot(queries, [100 * v if v is not None else float("nan") for v in values], style, label=label,
-                        markersize=4)
+                        markersize=4, color=f"C{i}")
     ax.set_xscale("log")
     ax.set_xlabel("queries to the victim")
     ax.set_ylabel("% of held-out images")

@@ -116,3 +116,35 @@ class PredictionPoisoning(nn.Module):
             gram = class_gradient_gram(self.surrogate, chunk)
             out.append(mad_perturb(probs, gram, self.eps, keep_argmax=self.keep_argmax))
         return torch.cat(out) if out else torch.zeros(0)
+
+
+class _LogOf(nn.Module):
+    """``log`` of a probability-answering module: logits whose softmax is those probabilities again."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x).clamp_min(1e-38).log()
+
+
+def mad_served_model(model: nn.Module, card: dict, eps: float, *, surrogate_arch: str | None = None,
+                     seed: int = 0) -> nn.Module:
+    """``model`` as ``gibbon serve --mad-eps`` serves it: logits whose softmax is the MAD-argmax answer.
+
+    The defender's surrogate is a randomly initialised ``surrogate_arch`` (default: the served
+    model's own architecture from its card), seeded by ``seed``, on the model's device.
+    """
+    from gibbon import zoo
+
+    arch = surrogate_arch or card.get("architecture")
+    if not arch:
+        raise GibbonInputError("--mad-eps needs a surrogate architecture: the card names none, pass --mad-surrogate "
+                               "ARCH (see `gibbon zoo`)")
+    shape = tuple(int(s) for s in card["input_shape"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        surrogate = zoo.build(arch, input_shape=shape, num_classes=int(card["num_classes"]))
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return _LogOf(PredictionPoisoning(model, surrogate.to(device), eps)).eval()

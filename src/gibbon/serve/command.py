@@ -69,6 +69,11 @@ def serve(
     output: str = typer.Option("probs", "--output", help="What clients get: label, probs or topk."),
     topk: int = typer.Option(3, "--topk", help="Classes per input with --output topk."),
     decimals: Optional[int] = typer.Option(None, "--round", help="Round probabilities to this many digits."),
+    mad_eps: Optional[float] = typer.Option(None, "--mad-eps", help="Prediction poisoning against model theft "
+                                            "(MAD-argmax, Orekondy et al. 2020): move each answer's probabilities by "
+                                            "this L1 distance (0-2), top-1 label kept (docs/extraction.md)."),
+    mad_surrogate: Optional[str] = typer.Option(None, "--mad-surrogate", help="The defender's stand-in for the "
+                                                "thief's model (an architecture; default: the served one's)."),
     log_dir: Path = typer.Option(Path("serve-logs"), "--log-dir", help="Query logs (budgets survive restarts)."),
     log_inputs: bool = typer.Option(False, "--log-inputs", help="Also log the raw inputs (float32, base64)."),
     max_batch: int = typer.Option(256, "--max-batch", help="Most inputs per request (413 above)."),
@@ -120,6 +125,8 @@ def serve(
         raise GibbonInputError("--max-connections and --max-parallel must be >= 1")
     if not (head_timeout > 0 and body_timeout > 0):
         raise GibbonInputError("--head-timeout and --body-timeout must be > 0 seconds")
+    if mad_eps is not None and not 0 <= mad_eps <= 2:
+        raise GibbonInputError(f"--mad-eps is an L1 distance between probability vectors: 0 to 2, got {mad_eps}")
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise GibbonInputError("give both --ssl-certfile and --ssl-keyfile, or neither")
     store = load_token_store(tokens_file, {"budget": budget, "rate": rate, "burst": burst})
@@ -134,6 +141,10 @@ def serve(
     torch.set_num_threads(threads)
     net = zoo.load(model, device=device, trust_code=trust_code)
     card = zoo.io.read_card(model)
+    if mad_eps is not None:
+        from gibbon.extraction.prediction_poisoning import mad_served_model
+
+        net = mad_served_model(net, card, mad_eps, surrogate_arch=mad_surrogate)
     settings = Settings(output=output, topk=topk, decimals=decimals, max_batch=max_batch,
                         max_body_bytes=max_body_bytes, log_inputs=log_inputs, prada_delta=prada_delta,
                         prada_min_distances=prada_min, auth_failures=auth_failures,

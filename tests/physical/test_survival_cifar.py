@@ -1,0 +1,53 @@
+"""`gibbon physical survival` on CIFAR-10 files in their standard format (small ones made here: the
+real data set is not available offline): the colour photo pipeline runs end to end on 3-channel images."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import torch
+from _helpers import fit_full_batch, one_thread, run_cli  # noqa: F401  (one_thread: a module fixture)
+
+from gibbon import data, zoo
+from gibbon.data.cifar10 import CLASSES, DIRNAME
+
+
+def _write_cifar(root, rows=40, seed=0):
+    """Standard python batches: 5 training batches, a test batch and batches.meta, with images whose
+    mean brightness follows the label (so a linear model can learn them)."""
+    rng = np.random.default_rng(seed)
+    folder = root / DIRNAME
+    folder.mkdir(parents=True)
+
+    def batch(n):
+        labels = rng.integers(0, 10, n)
+        images = np.clip(rng.normal(25 * labels[:, None], 20, (n, 3072)), 0, 255).astype(np.uint8)
+        return {b"batch_label": b"test", b"labels": labels.tolist(), b"data": images,
+                b"filenames": [b"%d.png" % i for i in range(n)]}
+
+    for i in range(5):
+        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch(rows), protocol=4))
+    (folder / "test_batch").write_bytes(pickle.dumps(batch(rows), protocol=4))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CLASSES]}, protocol=4))
+    return root
+
+
+def test_survival_table_on_cifar10_format_files(monkeypatch, tmp_path):
+    root = _write_cifar(tmp_path / "data")
+    monkeypatch.setenv("GIBBON_DATA", str(root))
+    train = data.load("cifar10", "train")
+    assert train.x.shape[1:] == (3, 32, 32)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = fit_full_batch(zoo.build("softmax-regression", train), train.x, train.y, steps=100)
+    model = zoo.save(net, tmp_path / "cifar.safetensors", dataset=train)
+    code = run_cli(monkeypatch, "physical", "survival", "--model", str(model), "--dataset", "cifar10", "--n", "16",
+                   "--eps", "0.03,0.1", "--eot", "2", "--draws", "1", "--out-dir", str(tmp_path / "out"))
+    assert code == 0
+    result = json.loads((tmp_path / "out" / "survival.json").read_text())
+    assert result["dataset"] == "cifar10" and result["n"] == 16
+    assert len(result["rows"]) >= 2 * 3  # every attack at every eps (plus the EOT rows)
+    assert {row["attack"] for row in result["rows"]} >= {"fgsm", "bim", "illc"}
+    assert all(row["survival"] is None or 0 <= row["survival"] <= 1 for row in result["rows"])
