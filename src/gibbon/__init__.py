@@ -5,8 +5,7 @@ Attacks (``gibbon.attacks``), threat models and losses (``gibbon.core``), data
 evaluation (``gibbon.evaluation``; its main function is ``gibbon.evaluate``).
 """
 
-__version__ = "0.1.0"
-
+from gibbon._version import __version__
 from gibbon import attacks, core  # noqa: E402
 
 __all__ = ["__version__", "attacks", "core", "evaluate"]

@@ -22,9 +22,9 @@ console = Console(stderr=True)
 out = Console()
 
 # The main job (`gibbon evaluate` with no model): Madry et al.'s MNIST CNN, trained once and cached.
-MAIN_ARCH, MAIN_DATASET, MAIN_EPOCHS, MAIN_N = "madry-cnn", "mnist", 2, 1000
-MAIN_ATTACKS = ["fgsm", "bim:early_stop=true", "pgd:steps=40,step_size=0.01,random_start=true,early_stop=true"]
-MAIN_EPS = [0.1, 0.2, 0.3]
+# Its settings are shared with gibbon reproduce (madry2018-natural), so they live below both.
+from gibbon.reproductions._common import (MAIN_ARCH, MAIN_ATTACKS, MAIN_DATASET, MAIN_EPOCHS,  # noqa: E402
+                                          MAIN_EPS, MAIN_N)
 
 SeedOpt = typer.Option(0, "--seed", help="Seed for every random choice (training order, random starts).")
 BatchOpt = typer.Option(250, "--batch-size", help="Mini-batch size for attacks and evaluation.")
@@ -236,11 +236,7 @@ def train(
             "schedule": schedule,
             "batch_size": batch_size, "n_train": len(train_set), "clean_test_accuracy": acc, "history": result.history}
     if defense_config is not None:
-        from gibbon.defenses.dp_sgd import privacy_card
-
-        card["defense"] = defense_config.card()
-        card["early_stopped"], card["kept_epoch"] = result.early_stopped, result.kept_epoch
-        card["privacy"] = privacy_card(result.history)
+        card.update(defense_config.trained_card(result))
     if poisoning is not None:
         card["poisoning"] = dict(poisoned.meta)
         if poisoning[1] is not None:
@@ -477,7 +473,7 @@ def substitute(
         value = summary[key]
         out.print(f"{key:<22s} {value:.4f}" if isinstance(value, float) else f"{key:<22s} {value}")
     if json_path is not None:
-        from gibbon.reproduce import write_json
+        from gibbon.zoo.io import write_json
 
         write_json(json_path, {"oracle": oracle_spec, "dataset": dataset, "arch": arch, "attack": attack_spec,
                                "eps": eps, "norm": norm, "seed_images": seed_images, "rounds": rounds,

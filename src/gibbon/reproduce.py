@@ -7,42 +7,17 @@ measured values and run times lives in ``docs/reproduction.md``.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import torch
 
+# The shared helpers live below the reproductions (gibbon.reproductions._common) so that the
+# families never import this module; they stay importable from here.
+from gibbon.reproductions._common import MAIN_ARCH, MAIN_EPOCHS, Target, _accuracy_under, _linear_model, _row
+from gibbon.zoo.io import write_json
 
-@dataclass(frozen=True)
-class Target:
-    id: str
-    paper: str
-    claim: str
-    run: Callable[..., list]
-
-
-def _accuracy_under(model, data, attack, eps, *, batch_size=500, device="cpu", seed=0) -> float:
-    from gibbon.attacks.run import run_attack
-
-    result = run_attack(model, data, attack, eps=eps, batch_size=batch_size, seed=seed, device=device, progress=False)
-    return float((result.pred_adv == result.y).float().mean())
-
-
-def _row(quantity, paper, ours, target, ok) -> dict:
-    return {"quantity": quantity, "paper": paper, "ours": float(ours), "target": target, "ok": bool(ok)}
-
-
-def _linear_model(arch: str, classes, *, seed: int, device: str, epochs: int = 5):
-    """Train a (softmax or binary logistic) regression on MNIST, cached by the zoo."""
-    from gibbon import zoo
-
-    path = zoo.trained(arch, "mnist", epochs=epochs, seed=seed, classes=classes, progress=False)
-    return zoo.load(path, device=device)
+__all__ = ["TARGETS", "Target", "run", "write_json", "_accuracy_under", "_linear_model", "_row",
+           "goodfellow2015_softmax", "goodfellow2015_logistic", "madry2018_natural"]
 
 
 def goodfellow2015_softmax(seed=0, device="cpu") -> list:
@@ -80,7 +55,6 @@ def madry2018_natural(seed=0, device="cpu") -> list:
     from gibbon import data as gdata
     from gibbon import zoo
     from gibbon.attacks import FGSM, PGD
-    from gibbon.cli import MAIN_ARCH, MAIN_EPOCHS
 
     model = zoo.load(zoo.trained(MAIN_ARCH, "mnist", epochs=MAIN_EPOCHS, seed=seed, progress=False), device=device)
     test = gdata.load("mnist", "test", n=1000)
@@ -116,15 +90,6 @@ def run(target_id: str, *, seed: int = 0, device: str = "cpu") -> dict:
     rows = TARGETS[target_id].run(seed=seed, device=device)
     return {"id": target_id, "paper": TARGETS[target_id].paper, "rows": rows, "passed": all(r["ok"] for r in rows),
             "seconds": time.time() - start, "seed": seed, "versions": {"gibbon": gibbon.__version__, "torch": torch.__version__}}
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic JSON write (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
 
 
 def _collect_families() -> None:

@@ -40,7 +40,7 @@ def test_registered_and_written_to_the_card():
     config = parse_defense("noise:sigma=0.5")
     assert isinstance(config, NoiseTraining) and config.sigma == 0.5
     assert config.spec() == "noise:sigma=0.5" and "Cohen" in config.card()["paper"]
-    key = training_config("lenet5", "mnist", epochs=5, defense="noise:sigma=0.25")
+    key = training_config("lenet5", "mnist", epochs=5, defense=parse_defense("noise:sigma=0.25"))
     assert key["defense"] == "noise:sigma=0.25"
     with pytest.raises(GibbonInputError, match="sigma"):
         noise_objective(0.0)

@@ -191,7 +191,7 @@ def test_overfitting_guard_stops_and_keeps_the_best_epoch(digits_sets):
 
 
 def test_zoo_trained_caches_defended_models_with_their_spec(tmp_path):
-    path = zoo.trained("mlp-200-200", "digits", epochs=1, defense="fgsm:eps=0.1", cache_dir=tmp_path, progress=False)
+    path = zoo.trained("mlp-200-200", "digits", epochs=1, defense=parse_defense("fgsm:eps=0.1"), cache_dir=tmp_path, progress=False)
     card = zoo.io.read_card(path)
     assert card["defense"]["spec"] == "fgsm:clean_weight=0.5,craft_labels=true,eps=0.1"
     assert card["training"]["defense"] == "fgsm:clean_weight=0.5,craft_labels=true,eps=0.1"

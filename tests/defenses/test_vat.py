@@ -182,7 +182,7 @@ def test_config_picks_supervised_or_semi_supervised(digits_sets):
 
 
 def test_zoo_trained_with_semi_supervised_vat(tmp_path):
-    path = zoo.trained("mlp-200-200", "digits", epochs=1, batch_size=256, defense="vat:labels=20,eps=0.5",
+    path = zoo.trained("mlp-200-200", "digits", epochs=1, batch_size=256, defense=parse_defense("vat:labels=20,eps=0.5"),
                        progress=False, cache_dir=tmp_path)
     card = zoo.load(path).gibbon_card
     assert card["defense"]["name"] == "vat" and card["defense"]["params"]["labels"] == 20

@@ -144,3 +144,16 @@ def test_classes_are_passed_to_the_data_loader(tmp_path, fake_data):
     model = load(path)
     assert model.gibbon_card["classes"] == ["3", "7"] and model.gibbon_card["num_classes"] == 2
     assert model.gibbon_card["clean_test_accuracy"] > 0.9
+
+
+def test_cache_keys_are_pinned_and_defenses_come_parsed():
+    # Keys measured before the zoo stopped parsing defense specs itself (issue 27): cached models stay valid.
+    # "gibbon" is pinned to 0.1 so that a version bump (which is meant to retrain) does not fail this test.
+    def key(**kw):
+        return cache_key({**training_config(**kw), "gibbon": "0.1"})
+
+    assert key(arch="madry-cnn", dataset_name="mnist", epochs=2) == "24b38a780ce8aae8"
+    noise = types.SimpleNamespace(spec=lambda: "noise:sigma=0.25")  # any object with spec(), as parse_defense gives
+    assert key(arch="lenet5", dataset_name="mnist", epochs=5, defense=noise) == "d0f19ff089ccac2d"
+    with pytest.raises(GibbonInputError, match="parse_defense"):
+        training_config("lenet5", "mnist", epochs=5, defense="noise:sigma=0.25")

@@ -97,3 +97,29 @@ def least_likely(model, x: torch.Tensor) -> torch.Tensor:
     """The class with the lowest logit on the clean input (Kurakin et al. 2017's target)."""
     with torch.no_grad():
         return model(x).argmin(dim=1)
+
+
+def resolve_target(target, logits: torch.Tensor, y: torch.Tensor, seed: int):
+    """Target labels ``[N]`` (CPU) from None, a class id, ``least-likely``, ``random`` or a tensor."""
+    if target is None:
+        return None
+    classes = logits.shape[1]
+    if isinstance(target, str) and target.strip().lstrip("-").isdigit():
+        target = int(target)  # a class id from the command line
+    if isinstance(target, torch.Tensor):
+        t = target.detach().long().cpu().reshape(-1)
+        t = t.expand(len(y)).clone() if t.numel() == 1 else t
+        if t.shape != y.shape:
+            raise GibbonInputError(f"target must hold one label per sample {tuple(y.shape)}, got {tuple(target.shape)}")
+    elif target == "least-likely":
+        t = logits.argmin(dim=1)
+    elif target == "random":
+        g = torch.Generator().manual_seed(seed)
+        t = (y + torch.randint(1, classes, y.shape, generator=g)) % classes
+    elif isinstance(target, int) and not isinstance(target, bool):
+        t = torch.full_like(y, target)
+    else:
+        raise GibbonInputError(f"target must be a class id, 'least-likely', 'random' or a label tensor, got {target!r}")
+    if t.numel() and (t.min() < 0 or t.max() >= classes):
+        raise GibbonInputError(f"target classes must lie in 0..{classes - 1}")
+    return t

@@ -46,7 +46,7 @@ def run_attack(model, data, attack, *, eps, norm="linf", target=None, batch_size
     """
     from rich.progress import Progress
 
-    from gibbon.evaluation.inputs import resolve_target
+    from gibbon.attacks._common import resolve_target
 
     norm_obj = get_norm(norm)
     was_training = model.training

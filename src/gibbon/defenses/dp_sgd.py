@@ -122,6 +122,9 @@ class DPSGDTraining(DefenseConfig):
     accountant: str = "rdp"
     secure: bool = False
 
+    def privacy(self, history: list[dict]) -> dict | None:
+        return privacy_card(history)
+
     def fit(self, model, train, *, epochs: int = 1, batch_size: int = 128, optimizer: str = "adam", lr: float = 1e-3,
             schedule=None, val=None, seed: int = 0, checkpoint_dir=None, progress: bool = True, device=None,
             weight_decay: float = 0.0, callback=None):

@@ -4,8 +4,9 @@ A defense config is a frozen dataclass of hyper-parameters. :meth:`DefenseConfig
 turns it into a training objective ``objective(model, x, y) -> loss`` for
 :func:`gibbon.zoo.fit`; :meth:`DefenseConfig.fit` trains a model with it (defenses that need
 more than one objective, like distillation's teacher-then-student, override ``fit``). The names
-are what ``gibbon train --defense NAME:key=value`` and ``zoo.trained(..., defense=...)`` take,
-and :meth:`DefenseConfig.spec` is the canonical string written to the model card.
+are what ``gibbon train --defense NAME:key=value`` takes (``zoo.trained(..., defense=...)`` takes
+the parsed config: the zoo sits below the defenses and never parses a spec itself), and
+:meth:`DefenseConfig.spec` is the canonical string written to the model card and the cache key.
 """
 
 from __future__ import annotations
@@ -62,6 +63,18 @@ class DefenseConfig:
     def card(self) -> dict:
         """What the model card records about the defense."""
         return {"name": self.name, "spec": self.spec(), "params": self.params(), "paper": self.paper}
+
+    def privacy(self, history: list[dict]) -> dict | None:
+        """What the card records of the privacy a training run spent (None: not a private training)."""
+        return None
+
+    def trained_card(self, result) -> dict:
+        """The card fields of a model this defense trained (``result``: what :meth:`fit` returned).
+
+        ``gibbon train --defense`` and :func:`gibbon.zoo.trained` both write these, so the zoo
+        records a defended model without importing the defenses."""
+        return {"defense": self.card(), "early_stopped": result.early_stopped, "kept_epoch": result.kept_epoch,
+                "privacy": self.privacy(result.history)}
 
 
 def register(name: str) -> Callable[[type], type]:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import torch
 
+from gibbon.attacks._common import resolve_target
 from gibbon.core.checks import GibbonInputError
 from gibbon.core.norms import get_norm
 from gibbon.evaluation.adapters import Scores
 from gibbon.evaluation.checkpoint import Checkpoint, fingerprint
 from gibbon.evaluation.inputs import (
-    check_black_box_target, describe_model, eps_list, eval_mode, now, resolve_attacks, resolve_device, resolve_target,
+    check_black_box_target, describe_model, eps_list, eval_mode, now, resolve_attacks, resolve_device,
     unpack_data, versions,
 )
 from gibbon.evaluation.report import Report, Result, WorstCase, eps_to_json, jsonable

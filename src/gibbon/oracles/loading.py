@@ -16,8 +16,7 @@ def http_oracle(url: str, token: str | None, *, output: str = "scores", retries:
     """The served model at ``url``; a wrong token or a dead server is one line, not a retry storm
     (401/403 are never retried; connection errors get HttpOracle's few backed-off retries).
     ``token`` defaults to ``$GIBBON_TOKEN``."""
-    from gibbon.oracles import HttpOracle
-    from gibbon.oracles.http import ServerError
+    from gibbon.oracles.http import HttpOracle, ServerError
 
     token = token or os.environ.get("GIBBON_TOKEN")
     if not token:
@@ -32,7 +31,7 @@ def http_oracle(url: str, token: str | None, *, output: str = "scores", retries:
 def load_oracle(spec: str, token: str | None = None, *, output: str = "scores"):
     """``sklearn:PATH.skops``, ``onnx:PATH.onnx`` or a ``gibbon serve`` URL (``http://HOST:PORT``,
     with ``token``) as a query-counting, gradient-refusing Oracle."""
-    from gibbon.oracles import Oracle
+    from gibbon.oracles.base import Oracle
 
     if spec.startswith(("http://", "https://")):
         return Oracle(http_oracle(spec, token, output=output))
@@ -42,10 +41,10 @@ def load_oracle(spec: str, token: str | None = None, *, output: str = "scores"):
     if not Path(path).exists():
         raise GibbonInputError(f"--oracle file {path} does not exist")
     if kind == "sklearn":
-        from gibbon.oracles import load_sklearn
+        from gibbon.oracles.sklearn import load_sklearn
 
         return Oracle(load_sklearn(path))
-    from gibbon.oracles import OnnxModel
+    from gibbon.oracles.onnx import OnnxModel
 
     return Oracle(OnnxModel(path))
 

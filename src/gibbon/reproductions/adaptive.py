@@ -22,8 +22,10 @@ SIGMAS, N_CERTIFIED, N0, N_NOISE, ALPHA, RADII = (0.25, 0.5), 100, 100, 10_000, 
 
 def _lenet(seed: int, device: str, defense=None):
     from gibbon import zoo
+    from gibbon.defenses import parse_defense
     from gibbon.zoo.io import read_card
 
+    defense = None if defense is None else parse_defense(defense)
     path = zoo.trained(ARCH, "mnist", epochs=EPOCHS, seed=seed, defense=defense, progress=False)
     return zoo.load(path, device=device).eval(), read_card(path)
 
@@ -60,7 +62,7 @@ def athalye2018_bpda(seed=0, device="cpu") -> list:
     from gibbon.defenses.bpda import BPDA
     from gibbon.defenses.eot import EOT
     from gibbon.defenses.transforms import BitDepthReduction, InputTransformed, RandomResizePad
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     net, _ = _lenet(seed, device)
     test = gdata.load("mnist", "test", n=N_ATTACKED)
@@ -109,7 +111,7 @@ def cohen2019_smoothing(seed=0, device="cpu") -> list:
 
     from gibbon import data as gdata
     from gibbon.defenses.smoothing import certified_accuracy, certify
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     test = gdata.load("mnist", "test", n=N_CERTIFIED)
     x, y = test.x.to(device), test.y.to(device)
@@ -142,8 +144,8 @@ def cohen2019_smoothing(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    """The :class:`gibbon.reproduce.Target` s of this module."""
-    from gibbon.reproduce import Target
+    """The :class:`gibbon.reproductions._common.Target` s of this module."""
+    from gibbon.reproductions._common import Target
 
     return [Target("athalye2018-bpda", "Athalye, Carlini & Wagner 2018",
                    "quantization resists PGD, falls to BPDA; random resize-pad falls to EOT", athalye2018_bpda),

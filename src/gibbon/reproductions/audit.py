@@ -45,7 +45,7 @@ def jagielski2020_audit(seed=0, device="cpu") -> list:
     """
     from gibbon import data
     from gibbon.privacy.audit import audit_dp_sgd
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     train = data.load("digits", "train", n=N)
     rows = []
@@ -101,8 +101,8 @@ def _rows(_row, label, r, eps) -> list:
 
 
 def targets() -> list:
-    """The :class:`gibbon.reproduce.Target` s of this module."""
-    from gibbon.reproduce import Target
+    """The :class:`gibbon.reproductions._common.Target` s of this module."""
+    from gibbon.reproductions._common import Target
 
     return [Target("jagielski2020-audit", "Jagielski et al. 2020; Nasr et al. 2021/2023",
                    "DP-SGD audit: black-box canary lower bound <= accountant epsilon (1, 3, 8); non-private caught",

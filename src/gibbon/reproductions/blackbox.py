@@ -54,7 +54,7 @@ def papernot2017_substitute(seed=0, device="cpu") -> list:
     from gibbon import zoo
     from gibbon.attacks import FGSM
     from gibbon.oracles import Oracle
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
     from gibbon.transfer import substitute_attack
 
     target_model = zoo.load(zoo.trained(ORACLE_ARCH, "mnist", epochs=ORACLE_EPOCHS, seed=seed, progress=False),
@@ -119,7 +119,7 @@ def papernot2016_transferability(seed=0, device="cpu") -> list:
     from gibbon import zoo
     from gibbon.attacks import FGSM
     from gibbon.oracles import train_technique
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
     from gibbon.transfer import transfer_matrix
 
     train, test = gdata.load("mnist", "train"), gdata.load("mnist", "test", n=SEED_IMAGES + 1000)
@@ -163,7 +163,7 @@ def tramer2017_gaas(seed=0, device="cpu") -> list:
     """
     from gibbon import data as gdata
     from gibbon import zoo
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
     from gibbon.transfer import adversarial_subspace
 
     test = gdata.load("mnist", "test", n=300)
@@ -191,8 +191,8 @@ def tramer2017_gaas(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    """The :class:`gibbon.reproduce.Target` s of this module."""
-    from gibbon.reproduce import Target
+    """The :class:`gibbon.reproductions._common.Target` s of this module."""
+    from gibbon.reproductions._common import Target
 
     return [Target("papernot2017-substitute", "Papernot et al. 2017",
                    "substitute from 150 seeds, rho = 6: FGSM eps .3 fools the oracle 84.24%", papernot2017_substitute),

@@ -57,7 +57,7 @@ def shafahi2018_poison_frogs(seed=0, device="cpu") -> list:
     """
     from gibbon import zoo
     from gibbon.poisoning.feature_collision import feature_collision_experiment
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     start = time.perf_counter()
     extractor = zoo.load(zoo.trained(FC_ARCH, "mnist", epochs=FC_EPOCHS, seed=0, progress=False), device=device)
@@ -102,7 +102,7 @@ def geiping2021_witches_brew(seed=0, device="cpu") -> list:
     """
     from gibbon import data, zoo
     from gibbon.poisoning.gradient_matching import gradient_matching_experiment
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     start = time.perf_counter()
     model = zoo.load(zoo.trained(GM_ARCH, "mnist", epochs=GM_EPOCHS, n_train=GM_N_TRAIN, seed=0, progress=False),
@@ -125,7 +125,7 @@ def geiping2021_witches_brew(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    from gibbon.reproduce import Target
+    from gibbon.reproductions._common import Target
 
     return [
         Target("shafahi2018-poison-frogs", "Shafahi et al. 2018, arXiv:1804.00792",

@@ -20,7 +20,9 @@ N_EVAL = 1000
 
 def _model(arch: str, *, epochs: int, seed: int, device: str, defense=None, **kw):
     from gibbon import zoo
+    from gibbon.defenses import parse_defense
 
+    defense = None if defense is None else parse_defense(defense)
     return zoo.load(zoo.trained(arch, "mnist", epochs=epochs, seed=seed, defense=defense, progress=False, **kw),
                     device=device).eval()
 
@@ -52,7 +54,7 @@ def goodfellow2015_adversarial_training(seed=0, device="cpu") -> list:
     """
     from gibbon import data as gdata
     from gibbon.attacks import FGSM
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     test = gdata.load("mnist", "test")
     rows = []
@@ -94,7 +96,7 @@ def tramer2018_ensemble(seed=0, device="cpu") -> list:
     """
     from gibbon import data as gdata
     from gibbon.attacks import FGSM, PGD, RFGSM
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     test = gdata.load("mnist", "test", n=N_EVAL)
     x, y = test.x.to(device), test.y.to(device)
@@ -171,7 +173,7 @@ def papernot2016_distillation(seed=0, device="cpu") -> list:
     from gibbon import data as gdata
     from gibbon.attacks import CWL2, FGSM, JSMA, PGD
     from gibbon.evaluation.diagnose import diagnose
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     test = gdata.load("mnist", "test", n=N_DISTILL)
     rows, success = [], {}
@@ -216,7 +218,7 @@ def wong2020_fast_training(seed=0, device="cpu") -> list:
     """
     from gibbon import data as gdata
     from gibbon.attacks import PGD
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
     from gibbon.reproductions.reliable import fast_mnist_model, model_path
     from gibbon.zoo.io import read_card
 
@@ -244,7 +246,7 @@ def gibbon_diagnose(seed=0, device="cpu") -> list:
     from gibbon import data as gdata
     from gibbon.defenses import BitDepthReduction, InputTransformed, RandomResizePad
     from gibbon.evaluation.diagnose import NO_SIGN, SUSPECTED, diagnose
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
     from gibbon.reproductions.minimal_attacks import EPOCHS
     from gibbon.reproductions.reliable import fast_mnist_model
 
@@ -268,8 +270,8 @@ def gibbon_diagnose(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    """The :class:`gibbon.reproduce.Target` s of this module."""
-    from gibbon.reproduce import Target
+    """The :class:`gibbon.reproductions._common.Target` s of this module."""
+    from gibbon.reproductions._common import Target
 
     return [Target("goodfellow2015-adversarial-training", "Goodfellow et al. 2015",
                    "FGSM adversarial training: maxout FGSM eps .25 error 89.4% -> 17.9%",

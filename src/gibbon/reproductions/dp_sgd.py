@@ -27,8 +27,9 @@ def abadi2016_dp_sgd(seed=0, device="cpu") -> list:
     """Abadi et al. 2016 (arXiv:1607.00133): the accountant on their settings against TF-privacy's,
     then DP-SGD training of Tramer & Boneh's (arXiv:2011.11660) tanh CNN at epsilon 3 (cached by the zoo)."""
     from gibbon import zoo
+    from gibbon.defenses import parse_defense
     from gibbon.defenses.dp_sgd import privacy_spent
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
     from gibbon.zoo.io import read_card
 
     rows = []
@@ -37,7 +38,7 @@ def abadi2016_dp_sgd(seed=0, device="cpu") -> list:
         rows.append(_row(f"epsilon, q {q}, sigma {sigma:g}, {steps} steps (RDP): ours vs TF-privacy {theirs:.2f}",
                          f"{theirs:.2f} (dp-accounting)", ours, "equal to 2 decimals", round(ours, 2) == round(theirs, 2)))
     path = zoo.trained(ARCH, "mnist", epochs=EPOCHS, seed=seed, batch_size=BATCH, lr=LR, optimizer=OPTIMIZER,
-                       defense=f"dp:epsilon={EPSILON},clip={CLIP},delta={DELTA}")
+                       defense=parse_defense(f"dp:epsilon={EPSILON},clip={CLIP},delta={DELTA}"))
     card = read_card(path)
     privacy, minutes = card["privacy"], card["train_seconds"] / 60
     accuracy = card["clean_test_accuracy"]
@@ -53,8 +54,8 @@ def abadi2016_dp_sgd(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    """The :class:`gibbon.reproduce.Target` s of this module."""
-    from gibbon.reproduce import Target
+    """The :class:`gibbon.reproductions._common.Target` s of this module."""
+    from gibbon.reproductions._common import Target
 
     return [Target("abadi2016-dp-sgd", "Abadi et al. 2016; Tramer & Boneh 2021",
                    "DP-SGD MNIST: accountant = TF-privacy's; >= 95% test accuracy at epsilon <= 3 in <= 30 minutes",

@@ -47,7 +47,7 @@ def tramer2016_equation_solving(seed=0, device="cpu") -> list:
     from gibbon import data
     from gibbon.extraction.equation_solving import extract_softmax_regression, extraction_error, fidelity
     from gibbon.oracles import Oracle
-    from gibbon.reproduce import _linear_model, _row
+    from gibbon.reproductions._common import _linear_model, _row
 
     started = time.perf_counter()
     victim = _linear_model("softmax-regression", None, seed=seed, device=device).eval()
@@ -75,7 +75,7 @@ def _rounded_rows(victim, linear, test, seed) -> list:
     """Probabilities rounded to 2 decimals: uniform random queries vs boundary placement, same budgets."""
     from gibbon.extraction.equation_solving import extract_softmax_regression, extraction_error, fidelity
     from gibbon.oracles import Oracle
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     found = {}
     for placement, budgets in (("uniform", (785, 5 * 785, 20 * 785)), ("boundary", (2 * 785, 5 * 785, 20 * 785))):
@@ -99,7 +99,7 @@ def _rounded_rows(victim, linear, test, seed) -> list:
 
 
 def targets() -> list:
-    from gibbon.reproduce import Target
+    from gibbon.reproductions._common import Target
 
     return [Target("tramer2016-equation-solving", "Tramèr et al. 2016", "softmax regression stolen exactly from its "
                    "probabilities with d + 1 queries", tramer2016_equation_solving)]

@@ -73,7 +73,7 @@ def koh2017_loo_logistic(seed=0, device="cpu") -> list:
     Measured (seed 0): Pearson 0.99983 exact (Spearman 0.9993, slope actual/predicted 1.023),
     0.9968 LiSSA (depth 1000, 2 repeats); 61 s wall on one thread of a shared 2-core CPU."""
     from gibbon import data
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     start = time.perf_counter()
     tr, te = data.load("mnist", "train", classes=[1, 7]), data.load("mnist", "test", classes=[1, 7])
@@ -99,7 +99,7 @@ def koh2017_loo_net(seed=0, device="cpu") -> list:
     short of a minimum, with an indefinite Hessian, gave 0.30 exact / 0.91 LiSSA in a trial run)."""
     from gibbon import data
     from gibbon.poisoning import influence as inf
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     start = time.perf_counter()
     tr, te = data.load("digits", "train"), data.load("digits", "test")
@@ -127,7 +127,7 @@ def koh2017_poison(seed=0, device="cpu") -> list:
     from gibbon import data
     from gibbon.poisoning import influence as inf
     from gibbon.poisoning.influence_attack import influence_poison, random_poison
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     start = time.perf_counter()
     tr = data.load("mnist", "train", classes=[1, 7], n=ATTACK_N, seed=seed)
@@ -155,7 +155,7 @@ def koh2017_poison(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    from gibbon.reproduce import Target
+    from gibbon.reproductions._common import Target
 
     paper = "Koh & Liang 2017, Understanding Black-box Predictions via Influence Functions (arXiv:1703.04730)"
 

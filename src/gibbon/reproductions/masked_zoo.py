@@ -67,12 +67,12 @@ def jpeg_like(x):
 
 def zoo_models(seed: int, device="cpu"):
     from gibbon import zoo
-    from gibbon.defenses import RandomResizePad
+    from gibbon.defenses import RandomResizePad, parse_defense
     from gibbon.reproductions.reliable import fast_mnist_model
 
     lenet = zoo.load(zoo.trained("lenet5", "mnist", epochs=5, seed=seed, progress=False), device=device).eval()
     fgsm = zoo.load(zoo.trained("wong-net", "mnist", epochs=10, batch_size=100, lr=5e-3, schedule="cyclic",
-                                defense="fgsm:eps=0.3,clean_weight=0.0", seed=seed, progress=False),
+                                defense=parse_defense("fgsm:eps=0.3,clean_weight=0.0"), seed=seed, progress=False),
                      device=device).eval()
     resize = RandomResizePad(4, seed=seed + 1)
     return {
@@ -169,7 +169,7 @@ def gibbon_adaptive(seed=0, device="cpu") -> list:
     honest one, and the adaptive robust accuracy at most 5 points above the hand-written adaptive
     attack on every model. First 500 MNIST test images, L-infinity eps 0.3."""
     from gibbon.evaluation.diagnose import NO_SIGN, SUSPECTED
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     out = []
     for r in evaluate_zoo(n=500, seed=seed, device=device):
@@ -183,7 +183,7 @@ def gibbon_adaptive(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    from gibbon.reproduce import Target
+    from gibbon.reproductions._common import Target
 
     return [Target("gibbon-adaptive", "Athalye et al. 2018; Carlini et al. 2019",
                    "adaptive evaluation: masked zoo flagged, honest models not, adaptive <= hand-written + 5 pts",

@@ -98,7 +98,7 @@ def _run(dp: bool, *, seed: int, device: str) -> dict:
 
 
 def _common_rows(run: dict) -> list:
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     r = run["results"]
     return [
@@ -136,7 +136,7 @@ def carlini2022_lira(seed=0, device="cpu") -> list:
     per-example variances 0.6%, online with 9 shifted queries 5.4%, Shokri et al. 0.25% (AUC
     0.614), loss threshold 0.0% (AUC 0.553). 16 shadows in 42 s wall / 28 s CPU; 52 s in all.
     """
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     run = _run(False, seed=seed, device=device)
     r = run["results"]
@@ -163,7 +163,7 @@ def carlini2022_lira_dp(seed=0, device="cpu") -> list:
     online 0.10% (AUC 0.504), offline 0.15% (AUC 0.540), loss threshold 0.0%; the DP bound is
     2.0%. 16 DP shadows in about 8.5 min wall / 5.5 min CPU (Opacus; ~20-33 s each).
     """
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     run = _run(True, seed=seed, device=device)
     r = run["results"]
@@ -180,8 +180,8 @@ def carlini2022_lira_dp(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    """The :class:`gibbon.reproduce.Target` s of this module."""
-    from gibbon.reproduce import Target
+    """The :class:`gibbon.reproductions._common.Target` s of this module."""
+    from gibbon.reproductions._common import Target
 
     return [Target("carlini2022-lira", "Carlini et al. 2022",
                    "LiRA beats the loss threshold at 0.1% FPR (MNIST MLP, 16 shadows)", carlini2022_lira),

@@ -96,7 +96,7 @@ def moosavi2016_deepfool(seed=0, device="cpu") -> list:
     """
     from gibbon import data as gdata
     from gibbon.attacks import DeepFool
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     test = gdata.load("mnist", "test", n=1000)
     x, y = test.x, test.y
@@ -176,7 +176,7 @@ def carlini2017_cw(seed=0, device="cpu") -> list:
     """
     from gibbon import data as gdata
     from gibbon.attacks import CWL2, DeepFool
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     model = _model("lenet5", seed, device)
     test = gdata.load("mnist", "test", n=100)
@@ -225,7 +225,7 @@ def _cw_targeted_rows(hit: torch.Tensor, dist: torch.Tensor, *, average_target: 
     """Table IV's targeted rows from :func:`_cw_targeted`: success, then the mean L2 in the best
     case (easiest target per image; the issue's <= 2.0), the average case (every successful
     target; held to ``average_target`` when given, else recorded) and the worst case."""
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     n = len(hit)
     best, worst = dist.min(1).values, dist.max(1).values
@@ -268,7 +268,7 @@ def carlini2017_cw_paper_net(seed=0, device="cpu") -> list:
     from gibbon import data as gdata
     from gibbon import zoo
     from gibbon.attacks import CWL2
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     path = zoo.trained("carlini-mnist", "mnist", seed=seed, progress=False, **PAPER_NET_TRAINING)
     model = zoo.load(path, device=device).eval()
@@ -295,7 +295,7 @@ def papernot2016_jsma(seed=0, device="cpu") -> list:
     """
     from gibbon import data as gdata
     from gibbon.attacks import JSMA
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     model = _model("lenet5", seed, device)
     test = gdata.load("mnist", "test", n=100)
@@ -322,7 +322,7 @@ def su2019_onepixel(seed=0, device="cpu") -> list:
     """
     from gibbon import data as gdata
     from gibbon.attacks import OnePixel
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     model = _model("lenet5", seed, device)
     test = gdata.load("mnist", "test", n=200)
@@ -343,8 +343,8 @@ def su2019_onepixel(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    """The :class:`gibbon.reproduce.Target` s of this module."""
-    from gibbon.reproduce import Target
+    """The :class:`gibbon.reproductions._common.Target` s of this module."""
+    from gibbon.reproductions._common import Target
 
     return [
         Target("moosavi2016-deepfool", "Moosavi-Dezfooli et al. 2016",

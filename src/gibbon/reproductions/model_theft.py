@@ -59,7 +59,7 @@ def orekondy2019_knockoff(seed=0, device="cpu") -> list:
     from gibbon import data
     from gibbon.extraction.pools import digits_pool, noise_pool
     from gibbon.oracles import Oracle
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
     from gibbon.reproductions.extraction import _Probabilities
     from gibbon.transfer import train_substitute
 
@@ -140,7 +140,7 @@ def orekondy2020_defenses(seed=0, device="cpu") -> list:
     from gibbon.extraction.pools import digits_pool
     from gibbon.extraction.prediction_poisoning import PredictionPoisoning
     from gibbon.oracles import Oracle
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
     from gibbon.reproductions.extraction import _Probabilities
     from gibbon.serve.prada import first_alert
     from gibbon.transfer import train_substitute
@@ -201,7 +201,7 @@ def orekondy2020_defenses(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    from gibbon.reproduce import Target
+    from gibbon.reproductions._common import Target
 
     return [Target("orekondy2019-knockoff", "Orekondy et al. 2019", "a copy trained on the answers to natural images "
                    "agrees with the victim on >= 90% of held-out images within 1,000 queries", orekondy2019_knockoff),

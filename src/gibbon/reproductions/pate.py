@@ -88,7 +88,7 @@ def papernot2018_pate(seed=0, device="cpu", teachers: int = TEACHERS) -> list:
     """
     from gibbon import data
     from gibbon.privacy.pate import confident_gnmax_privacy, run_pate
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     votes_file = mnist_votes(teachers=teachers, seed=seed, device=device)
     votes, preds, meta = votes_file["votes"], votes_file["predictions"], votes_file["meta"]
@@ -150,8 +150,8 @@ def papernot2018_pate(seed=0, device="cpu", teachers: int = TEACHERS) -> list:
 
 
 def targets() -> list:
-    """The :class:`gibbon.reproduce.Target` s of this module."""
-    from gibbon.reproduce import Target
+    """The :class:`gibbon.reproductions._common.Target` s of this module."""
+    from gibbon.reproductions._common import Target
 
     return [Target("papernot2018-pate", "Papernot et al. 2018",
                    "PATE on MNIST: Confident-GNMax 286 answers, eps 1.97; LNMax 100 queries eps 2.04",

@@ -32,7 +32,7 @@ def moosavi2017_universal(seed=0, device="cpu") -> list:
     """
     from gibbon import data, zoo
     from gibbon.physical.universal import fooling_rate, universal_perturbation, universal_sgd
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     started = time.perf_counter()
     model = zoo.load(zoo.trained("lenet5", "mnist", epochs=2, seed=0, progress=False), device=device)
@@ -72,7 +72,7 @@ def kurakin2016_photo(seed=0, device="cpu") -> list:
     """
     from gibbon import data, zoo
     from gibbon.physical.photo import PhotoPipeline, survival_table
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     started = time.perf_counter()
     model = zoo.load(zoo.trained("lenet5", "mnist", epochs=2, seed=0, progress=False), device=device)
@@ -107,7 +107,7 @@ def brown2017_patch(seed=0, device="cpu") -> list:
     """
     from gibbon import data, zoo
     from gibbon.physical.patch import patch_success, train_patch
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     started = time.perf_counter()
     model = zoo.load(zoo.trained("lenet5", "mnist", epochs=2, seed=0, progress=False), device=device)
@@ -124,7 +124,7 @@ def brown2017_patch(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    from gibbon.reproduce import Target
+    from gibbon.reproductions._common import Target
 
     return [Target("kurakin2016-photo", "Kurakin et al. 2016", "FGSM examples survive a simulated photo more often "
                    "than BIM's; EOT examples survive best", kurakin2016_photo),

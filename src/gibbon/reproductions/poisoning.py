@@ -43,7 +43,7 @@ def gu2017_badnets(seed=0, device="cpu") -> list:
     ``docs/poisoning.md``; 8 trainings, ~5 minutes in all.
     """
     from gibbon.poisoning.experiments import backdoor_run
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     train, _, test, how, trigger, folder = _setting(seed)
     started = time.perf_counter()
@@ -84,7 +84,7 @@ def tran2018_spectral(seed=0, device="cpu") -> list:
     from gibbon.poisoning.experiments import backdoor_run, detect, train_on
     from gibbon.poisoning.features import penultimate_features
     from gibbon.poisoning.spectral import spectral_signatures
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
     from gibbon.zoo.training import accuracy
 
     train, val, test, how, trigger, folder = _setting(seed)
@@ -143,7 +143,7 @@ def label_flip(seed=0, device="cpu") -> list:
     share takes the source class away. No paper value applies: report.
     """
     from gibbon.poisoning.experiments import flip_run, recipe
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     train, _, test, _, _, folder = _setting(seed)
     how = recipe(ARCH, epochs=FLIP_EPOCHS, lr=LR, seed=seed)
@@ -165,8 +165,8 @@ def label_flip(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    """The :class:`gibbon.reproduce.Target` s of this module."""
-    from gibbon.reproduce import Target
+    """The :class:`gibbon.reproductions._common.Target` s of this module."""
+    from gibbon.reproductions._common import Target
 
     return [Target("gu2017-badnets", "Gu et al. 2017", "BadNets: ASR >= 99% at 1% poisons, clean accuracy kept "
                    "(MNIST LeNet-5)", gu2017_badnets),

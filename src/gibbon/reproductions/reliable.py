@@ -90,7 +90,7 @@ def wong2020_fast_reliable(seed=0, device="cpu") -> list:
     from gibbon import data as gdata
     from gibbon.attacks import FGSM, PGD
     from gibbon.evaluation import evaluate
-    from gibbon.reproduce import _accuracy_under, _row
+    from gibbon.reproductions._common import _accuracy_under, _row
     from gibbon.zoo import accuracy
 
     model = fast_mnist_model(seed=seed, device=device)
@@ -127,7 +127,7 @@ def wong2020_fast_reliable(seed=0, device="cpu") -> list:
 
 def targets() -> list:
     """This module's reproduction targets (collected by :mod:`gibbon.reproduce`)."""
-    from gibbon.reproduce import Target
+    from gibbon.reproductions._common import Target
 
     return [Target(TARGET_ID, "Wong et al. 2020; Croce & Hein 2020",
                    "fast-AT MNIST eps .3: 98.50% clean, 88.77% PGD-50x10, 82.93% AutoAttack; "

@@ -41,7 +41,7 @@ def _steal(name, shape, x_train, y_train, x_test, max_depth, seed):
     from gibbon.extraction.equation_solving import fidelity
     from gibbon.extraction.path_finding import extract_tree, leaf_identity_oracle
     from gibbon.oracles import Oracle, SklearnModel
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     tree = DecisionTreeClassifier(max_depth=max_depth, random_state=seed).fit(x_train, y_train)
     api = Oracle(leaf_identity_oracle(tree, shape))
@@ -103,7 +103,7 @@ def tramer2016_path_finding(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    from gibbon.reproduce import Target
+    from gibbon.reproductions._common import Target
 
     return [Target("tramer2016-path-finding", "Tramèr et al. 2016", "a decision tree behind a leaf-identity API "
                    "is extracted exactly (100% fidelity) by path finding", tramer2016_path_finding)]

@@ -121,7 +121,7 @@ def miyato2018_vat_semisupervised(seed=0, device="cpu") -> list:
     """
     from gibbon import data
     from gibbon import zoo
-    from gibbon.reproduce import _row
+    from gibbon.reproductions._common import _row
 
     test = data.load("mnist", "test")
     base, base_card = _trained(0.0, seed=seed, device=device)
@@ -139,8 +139,8 @@ def miyato2018_vat_semisupervised(seed=0, device="cpu") -> list:
 
 
 def targets() -> list:
-    """The :class:`gibbon.reproduce.Target` s of this module."""
-    from gibbon.reproduce import Target
+    """The :class:`gibbon.reproductions._common.Target` s of this module."""
+    from gibbon.reproductions._common import Target
 
     return [Target("miyato2018-vat-semisupervised", "Miyato et al. 2018",
                    "VAT, MNIST 100 labels: 1.36% test error (vs the labels-only baseline)",

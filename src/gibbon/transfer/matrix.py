@@ -63,7 +63,7 @@ class TransferMatrix:
                 "substitutes": self.substitutes, "settings": self.settings}
 
     def to_json(self, path) -> None:
-        from gibbon.reproduce import write_json
+        from gibbon.zoo.io import write_json
 
         write_json(Path(path), json.loads(json.dumps(self.to_dict(), default=float)))
 

@@ -41,8 +41,10 @@ def training_config(arch, dataset_name, *, epochs, seed=0, batch_size=128, lr=1e
                     schedule=None, n_train=None, classes=None, defense=None) -> dict:
     """The training config a cache entry is keyed by (includes gibbon's major.minor version).
 
-    ``defense`` (a ``gibbon.defenses`` spec such as ``"pgd:eps=0.3"``) is stored in its
-    canonical form, and only when given, so that undefended models keep their cache keys.
+    ``defense`` (a parsed defense, ``gibbon.defenses.parse_defense("pgd:eps=0.3")``) is stored as
+    its canonical ``spec()``, and only when given, so that undefended models keep their cache keys.
+    The zoo takes the defense from its caller rather than parsing a spec itself: the defenses sit
+    above the zoo (they train with :func:`fit`, and ``ensemble`` loads cached zoo models).
     """
     if arch not in ARCHITECTURES:
         raise GibbonInputError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
@@ -62,10 +64,15 @@ def training_config(arch, dataset_name, *, epochs, seed=0, batch_size=128, lr=1e
         "gibbon": ".".join(gibbon_version().split(".")[:2]),
     }
     if defense is not None:
-        from gibbon.defenses import parse_defense
-
-        config["defense"] = parse_defense(defense).spec()
+        config["defense"] = _defense_spec(defense)
     return config
+
+
+def _defense_spec(defense) -> str:
+    if isinstance(defense, str) or not callable(getattr(defense, "spec", None)):
+        raise GibbonInputError(f"defense= takes a parsed defense, not {defense!r}: pass "
+                               "gibbon.defenses.parse_defense('NAME:key=value,...')")
+    return defense.spec()
 
 
 def cache_key(config: dict) -> str:
@@ -89,8 +96,14 @@ def _lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def default_train(config: dict, checkpoint_dir: Path, progress: bool = True):
-    """Train ``config`` on ``gibbon.data``; returns ``(model, card_fields)``."""
+def default_train(config: dict, checkpoint_dir: Path, progress: bool = True, defense=None):
+    """Train ``config`` on ``gibbon.data``; returns ``(model, card_fields)``.
+
+    ``defense``: the parsed defense whose ``spec()`` is ``config["defense"]`` (trained with its
+    ``fit`` and recorded with its ``trained_card``); None for an undefended config."""
+    named = config.get("defense") or None
+    if named != (None if defense is None else _defense_spec(defense)):
+        raise GibbonInputError("default_train needs the parsed defense that config['defense'] names (and only then)")
     data = importlib.import_module("gibbon.data")  # lazily: the data package is optional here
     name, classes = config["dataset"], config["classes"]
     kw = {} if classes is None else {"classes": classes}
@@ -103,11 +116,8 @@ def default_train(config: dict, checkpoint_dir: Path, progress: bool = True):
     fit_kwargs = dict(epochs=config["epochs"], batch_size=config["batch_size"], optimizer=config["optimizer"],
                       lr=config["lr"], schedule=config["schedule"], val=val, seed=config["seed"],
                       checkpoint_dir=checkpoint_dir, progress=progress)
-    defense, start = None, time.perf_counter()
-    if config.get("defense"):
-        from gibbon.defenses import parse_defense
-
-        defense = parse_defense(config["defense"])
+    start = time.perf_counter()
+    if defense is not None:
         result = defense.fit(model, train, **fit_kwargs)
     else:
         result = fit(model, train, **fit_kwargs)
@@ -124,11 +134,7 @@ def default_train(config: dict, checkpoint_dir: Path, progress: bool = True):
         "torch_threads": torch.get_num_threads(),
     }
     if defense is not None:
-        from gibbon.defenses.dp_sgd import privacy_card
-
-        card["defense"] = defense.card()
-        card["early_stopped"], card["kept_epoch"] = result.early_stopped, result.kept_epoch
-        card["privacy"] = privacy_card(result.history)
+        card.update(defense.trained_card(result))
     return model, card
 
 
@@ -155,9 +161,9 @@ def trained(
     The model is initialised with ``torch.manual_seed(seed)`` (inside ``fork_rng``) and trained
     with :func:`fit` on ``gibbon.data.load(dataset_name, "train", n=n_train)``, validated on
     ``"val"``; the card's ``clean_test_accuracy`` is measured on ``"test"``. ``classes`` selects
-    a class subset (e.g. ``[3, 7]`` for ``logistic-regression``). ``defense`` (a
-    :mod:`gibbon.defenses` spec, e.g. ``"fgsm:eps=0.25"``) trains with that defense's
-    :meth:`~gibbon.defenses.registry.DefenseConfig.fit` and is recorded in the card.
+    a class subset (e.g. ``[3, 7]`` for ``logistic-regression``). ``defense`` (a parsed
+    :mod:`gibbon.defenses` config, e.g. ``parse_defense("fgsm:eps=0.25")``) trains with that
+    defense's :meth:`~gibbon.defenses.registry.DefenseConfig.fit` and is recorded in the card.
 
     ``train_fn(config, checkpoint_dir, progress) -> (model, card_fields)`` replaces that
     training (tests, custom pipelines); ``config`` is :func:`training_config`'s dict.
@@ -175,7 +181,10 @@ def trained(
         if weights.exists() and weights.with_suffix(".json").exists():  # another process finished it
             return weights
         ckpt = entry / "checkpoints"
-        model, fields = (train_fn or default_train)(config, ckpt, progress)
+        if train_fn is None:
+            model, fields = default_train(config, ckpt, progress, defense=defense)
+        else:
+            model, fields = train_fn(config, ckpt, progress)
         card = {
             "architecture": arch,
             "dataset": dataset_name,

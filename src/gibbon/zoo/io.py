@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ _SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)
 
 def gibbon_version() -> str:
     try:
-        from gibbon import __version__  # type: ignore[attr-defined]
+        from gibbon._version import __version__
 
         return str(__version__)
     except ImportError:
@@ -126,6 +127,16 @@ def write_npz_atomic(path, arrays: dict, *, compressed: bool = False) -> Path:
 
     _atomic_write(path, write)
     return path
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Atomic JSON write (temp file in the same folder, then rename); ``gibbon reproduce``'s results
+    and transfer matrices are written with it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(payload, fh, indent=2)
+    os.replace(tmp, path)
 
 
 def _dataset_fields(dataset) -> dict:
