@@ -8,7 +8,7 @@
 
     .venv/bin/python benchmarks/bench_pgd.py                     # full run (5 repeats)
     .venv/bin/python benchmarks/bench_pgd.py --quick             # smoke run, ~1 minute
-    .venv/bin/python benchmarks/bench_pgd.py --json benchmarks/results/pgd.json
+    .venv/bin/python benchmarks/bench_pgd.py --json benchmarks/results/bench_pgd.json
 
 See benchmarks/README.md for the settings, the measured table and its interpretation.
 """

@@ -16,7 +16,7 @@ by ``gibbon serve --output probs`` in a subprocess on 127.0.0.1 with four tokens
 Records success rates, queries (client counter and server count) and each token's PRADA verdict
 into ``benchmarks/results/serve_end_to_end.json``; exits 1 unless A is flagged and C is not.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_end_to_end.py | tee benchmarks/results/serve_end_to_end.log
+    mkdir -p benchmarks/results && OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_end_to_end.py | tee benchmarks/results/serve_end_to_end.log
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ test image per request in the binary form. Any non-200 answer or transport error
 Prints and saves p50/p99 latency and throughput to ``benchmarks/results/serve_load.json``;
 the server's output goes to ``benchmarks/results/serve_load.server.log``.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_load.py --clients 50 --requests 200 \\
+    mkdir -p benchmarks/results && OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_load.py --clients 50 --requests 200 \\
         | tee benchmarks/results/serve_load.log
 
 Clients and server share the machine's cores, so the numbers are a floor for the server alone.

@@ -10,7 +10,7 @@ MNIST test images with three seeds against Tramer et al.'s model B (labels only)
 eps 0.3 on it for the next 2,000 images and prints the oracle's accuracy on them and the
 substitute's test accuracy on the same images.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/substitute_readings.py \
+    mkdir -p benchmarks/results && OMP_NUM_THREADS=1 .venv/bin/python benchmarks/substitute_readings.py \
         | tee benchmarks/results/substitute_readings.log
 """
 
