@@ -21,6 +21,7 @@ The layers, lowest first (a module may import only from its own layer's package 
     gibbon.reproductions  the papers' reproduction targets, and their shared helpers
                           (``gibbon.reproductions._common``: Target, _row, write_json, ...)
     gibbon.reproduce      the target table ``gibbon reproduce`` runs
+    gibbon.experiments    experiment files (``gibbon run experiment.yaml``): models, data, attacks, eps
     gibbon.*.command      the sub-apps' commands (``gibbon.serve.command``, ``gibbon.poisoning.command``,
                           ...): the command line split by subject, so they sit with it, above every
                           package (``gibbon serve --mad-eps`` uses extraction's defense), imported
@@ -61,7 +62,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 CLI = "gibbon.cli"
 LAYERS = ["gibbon._version", "gibbon.core", "gibbon.data", "gibbon.zoo", "gibbon.serve", "gibbon.oracles",
           "gibbon.attacks", "gibbon.defenses", "gibbon.transfer", "gibbon.evaluation", "gibbon", "gibbon.poisoning",
-          "gibbon.privacy", "gibbon.physical", "gibbon.extraction", "gibbon.reproductions", "gibbon.reproduce", "gibbon.*.command", CLI]
+          "gibbon.privacy", "gibbon.physical", "gibbon.extraction", "gibbon.reproductions", "gibbon.reproduce", "gibbon.experiments",
+          "gibbon.*.command", CLI]
 
 
 def module_files(src: Path = SRC) -> dict[str, Path]:

@@ -36,22 +36,43 @@ AdaptiveSuiteOpt = typer.Option("reliable", "--suite", help="Suite folded into t
                                 "`evaluate --suite` runs it (deterministic models): reliable, quick or none.")
 DatasetOpt = typer.Option("mnist", "--dataset", help="digits, mnist, cifar10, synthetic or npz:PATH.")
 SplitOpt = typer.Option("test", "--split", help="train, val or test.")
-ModelOpt = typer.Option(..., "--model", help="PATH.safetensors, or pkg.module:factory with --weights.")
-WeightsOpt = typer.Option(None, "--weights", help="Weights for a pkg.module:factory model.")
+ModelOpt = typer.Option(..., "--model", help="PATH.safetensors, pkg.module:factory with --weights, onnx:PATH.onnx "
+                       "(converted to torch, white-box), torchvision:NAME[:num_classes=N,...] or timm:NAME[:...].")
+WeightsOpt = typer.Option(None, "--weights", help="Weights (a PATH.safetensors state dict) for a pkg.module:factory, "
+                          "torchvision: or timm: model (these two start from a random init without it).")
+NormalizeOpt = typer.Option(None, "--normalize", help="Put (x - mean) / std inside the model so attacks work in "
+                            "[0, 1] pixels: MEAN:STD with comma lists per channel (0.485,0.456,0.406:0.229,0.224,"
+                            "0.225) or imagenet / cifar10.")
 TrustCodeOpt = typer.Option(False, "--trust-code", help="Let a model card that names a factory (pkg.module:function) "
                             "import and run it. Only for cards you wrote or trust: the card picks the code.")
 
 
-def load_model(spec: str, weights: Optional[str], device: str, trust_code: bool = False):
-    """A saved gibbon model (PATH.safetensors) or a user's ``pkg.module:factory`` with --weights.
-    ``trust_code`` (--trust-code) lets a card's own factory run; the command line's spec always may."""
+def load_model(spec: str, weights: Optional[str], device: str, trust_code: bool = False,
+               normalize: Optional[str] = None):
+    """A saved gibbon model (PATH.safetensors), a user's ``pkg.module:factory`` with --weights, or a
+    model from outside gibbon: ``onnx:PATH.onnx``, ``torchvision:NAME[:...]``, ``timm:NAME[:...]``
+    (:func:`gibbon.zoo.foreign.load_foreign`). ``normalize`` (--normalize MEAN:STD) wraps any of them
+    in ``(x - mean) / std``. ``trust_code`` (--trust-code) lets a card's own factory run; the command
+    line's spec always may."""
     from gibbon import zoo
+    from gibbon.zoo import foreign
 
-    if ":" in spec and not Path(spec).exists() and not spec.endswith(".safetensors"):
+    if normalize is not None:
+        foreign.parse_normalization(normalize)  # fail fast, before a model is built
+    if foreign.is_foreign_spec(spec) and not Path(spec).exists():  # before the module-path test: onnx:x.onnx is no module
+        model = foreign.load_foreign(spec, weights=weights)
+    elif spec.endswith(".onnx"):
+        raise GibbonInputError(f"give an ONNX model as --model onnx:{spec} (white-box, converted to torch) or "
+                               f"--oracle onnx:{spec} (black-box, onnxruntime)")
+    elif ":" in spec and not Path(spec).exists() and not spec.endswith(".safetensors"):
         if weights is None:
             raise GibbonInputError("a model given as pkg.module:factory needs --weights F.safetensors")
-        return zoo.load_user_model(spec, weights=weights).to(device)
-    return zoo.load(spec, device=device, trust_code=trust_code)
+        model = zoo.load_user_model(spec, weights=weights)
+    else:
+        model = zoo.load(spec, device=device, trust_code=trust_code)
+    if normalize is not None:
+        model = foreign.normalize(model, normalize)
+    return model.to(device)
 
 
 def check_oracle_fits(oracle, data) -> None:
@@ -254,7 +275,7 @@ def train(
 
 @app.command()
 def evaluate(
-    model_spec: Optional[str] = typer.Option(None, "--model", help="PATH.safetensors, or pkg.module:factory with --weights. Omit for the main job."),
+    model_spec: Optional[str] = typer.Option(None, "--model", help="PATH.safetensors, pkg.module:factory with --weights, onnx:PATH.onnx (white-box, via onnx2torch), torchvision:NAME[:num_classes=N] or timm:NAME[:...]. Omit for the main job."),
     weights: Optional[str] = WeightsOpt,
     oracle_spec: Optional[str] = typer.Option(None, "--oracle", help="A black-box target: sklearn:PATH.skops or onnx:PATH.onnx (black-box attacks only, or --gradient)."),
     gradient: Optional[str] = typer.Option(None, "--gradient", help="nes[:samples=N,sigma=S] or spsa[...]: gradient attacks see only scores, through estimated gradients."),
@@ -276,6 +297,7 @@ def evaluate(
                                   "checks, the remedies they call for (BPDA, EOT, margin loss, gradient-free, "
                                   "surrogate) and the per-sample worst case over all of them; one --eps, linf."),
     remedies: str = RemediesOpt,
+    normalize: Optional[str] = NormalizeOpt,
     trust_code: bool = TrustCodeOpt,
     seed: int = SeedOpt,
     batch_size: int = BatchOpt,
@@ -294,9 +316,11 @@ def evaluate(
     norm = get_norm(norm).name
     if adaptive and target is not None:
         raise GibbonInputError("--adaptive evaluates untargeted robustness; drop --target (or drop --adaptive)")
+    if normalize is not None and model_spec is None:
+        raise GibbonInputError("--normalize wraps the --model; drop it for an --oracle or the main job")
     if adaptive:
         return _evaluate_adaptive(model_spec, weights, oracle_spec, dataset, split, n, attack, eps, norm, suite,
-                                  remedies, json_path, seed, batch_size, device, trust_code)
+                                  remedies, json_path, seed, batch_size, device, trust_code, normalize)
     configs = [parse_attack(spec) for spec in (suite_attacks(suite) if suite else []) + list(attack)]
     # fail fast on a norm the attack does not define, or a targeted-only attack without --target
     resolved = resolve_attacks(configs, norm, targeted=target is not None)
@@ -326,7 +350,7 @@ def evaluate(
         model = load_oracle(oracle_spec)
     else:
         model = main_job_model(seed, device) if model_spec is None else load_model(model_spec, weights, device,
-                                                                                   trust_code)
+                                                                                   trust_code, normalize)
     check_model_fits(model, data)
     if max_total_queries is not None or gradient is not None:
         from gibbon.oracles import Oracle, parse_gradient
@@ -346,7 +370,7 @@ def evaluate(
 
 
 def _evaluate_adaptive(model_spec, weights, oracle_spec, dataset, split, n, attack, eps, norm, suite, remedies,
-                       json_path, seed, batch_size, device, trust_code):
+                       json_path, seed, batch_size, device, trust_code, normalize=None):
     from gibbon import data as gdata
     from gibbon.evaluation.remedies import parse_remedies
 
@@ -359,7 +383,7 @@ def _evaluate_adaptive(model_spec, weights, oracle_spec, dataset, split, n, atta
         raise GibbonInputError("--adaptive needs the model to evaluate: pass --model (or --oracle)")
     data = gdata.load(dataset, split)
     model = (load_oracle(oracle_spec) if oracle_spec is not None
-             else load_model(model_spec, weights, device, trust_code).eval())
+             else load_model(model_spec, weights, device, trust_code, normalize).eval())
     check_model_fits(model, data)
     report = _run_diagnosis(model, data, eps=eps[0], n=len(data) if n is None else n, batch_size=batch_size,
                             seed=seed, device=device, square_queries=1000, transfer_from=None, substitute=False,
@@ -382,6 +406,7 @@ def attack(
     target: Optional[str] = typer.Option(None, "--target", help="CLASS, least-likely or random (default: untargeted)."),
     n: int = typer.Option(100, "--n", help="Attack the first N samples."),
     out_path: Path = typer.Option(..., "--out", help="Write x, x_adv, y, pred_adv, success, distance to PATH.npz."),
+    normalize: Optional[str] = NormalizeOpt,
     trust_code: bool = TrustCodeOpt,
     seed: int = SeedOpt,
     batch_size: int = BatchOpt,
@@ -407,7 +432,7 @@ def attack(
     if out_path.suffix != ".npz":
         raise GibbonInputError(f"--out must end in .npz, got {out_path}")
     data = gdata.load(dataset, split, n=n)
-    model = load_model(model_spec, weights, device, trust_code)
+    model = load_model(model_spec, weights, device, trust_code, normalize)
     check_model_fits(model, data)
     result = run_attack(model, data, cfg, eps=eps, norm=norm_obj.name, target=target, batch_size=batch_size, seed=seed,
                    device=device)
@@ -864,6 +889,7 @@ def privacy_pate(
     out.print(f"written to {out_dir / 'pate.json'}", soft_wrap=True)
 
 
+from gibbon.experiments.command import run as _run  # noqa: E402
 from gibbon.extraction.command import steal as _steal  # noqa: E402
 from gibbon.physical.command import physical_app as _physical_app  # noqa: E402
 from gibbon.poisoning.command import poison_app as _poison_app  # noqa: E402
@@ -873,6 +899,7 @@ app.command("serve")(_serve_command)
 app.add_typer(_poison_app, name="poison")
 app.add_typer(_physical_app, name="physical")
 app.command("steal")(_steal)
+app.command("run")(_run)
 
 
 def main() -> None:
