@@ -19,6 +19,11 @@ install: $(BIN)/python
 
 install-test: install
 	$(BIN)/pip install -q -e '.[test]'
+	# The report page is tested in Debian's headless Chromium: installed where apt and root allow,
+	# otherwise those two tests skip and say why.
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && \
+		apt-get install -y -q chromium >/dev/null 2>&1)); } || echo "chromium not installed: the report page tests will skip"
 
 install-bench: install
 	# torchattacks declares torchvision and a CUDA torch it never imports: --no-deps (BENCHMARKING.md).

@@ -47,3 +47,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def write_cifar(root, rows=40, seed=0):
+    """Standard python batches: 5 training batches, a test batch and batches.meta, with images whose
+    mean brightness follows the label (so a linear model can learn them)."""
+    import pickle
+
+    import numpy as np
+
+    from gibbon.data.cifar10 import CLASSES, DIRNAME
+
+    rng = np.random.default_rng(seed)
+    folder = root / DIRNAME
+    folder.mkdir(parents=True)
+
+    def batch(n):
+        labels = rng.integers(0, 10, n)
+        images = np.clip(rng.normal(25 * labels[:, None], 20, (n, 3072)), 0, 255).astype(np.uint8)
+        return {b"batch_label": b"test", b"labels": labels.tolist(), b"data": images,
+                b"filenames": [b"%d.png" % i for i in range(n)]}
+
+    for i in range(5):
+        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch(rows), protocol=4))
+    (folder / "test_batch").write_bytes(pickle.dumps(batch(rows), protocol=4))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CLASSES]}, protocol=4))
+    return root

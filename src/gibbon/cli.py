@@ -889,6 +889,7 @@ def privacy_pate(
     out.print(f"written to {out_dir / 'pate.json'}", soft_wrap=True)
 
 
+from gibbon.evaluation.report_command import report as _report  # noqa: E402
 from gibbon.experiments.command import run as _run  # noqa: E402
 from gibbon.extraction.command import steal as _steal  # noqa: E402
 from gibbon.physical.command import physical_app as _physical_app  # noqa: E402
@@ -900,6 +901,7 @@ app.add_typer(_poison_app, name="poison")
 app.add_typer(_physical_app, name="physical")
 app.command("steal")(_steal)
 app.command("run")(_run)
+app.command("report")(_report)
 
 
 def main() -> None:

@@ -4,38 +4,15 @@ real data set is not available offline): the colour photo pipeline runs end to e
 from __future__ import annotations
 
 import json
-import pickle
 
-import numpy as np
 import torch
-from _helpers import fit_full_batch, one_thread, run_cli  # noqa: F401  (one_thread: a module fixture)
+from _helpers import fit_full_batch, one_thread, run_cli, write_cifar  # noqa: F401  (one_thread: a module fixture)
 
 from gibbon import data, zoo
-from gibbon.data.cifar10 import CLASSES, DIRNAME
-
-
-def _write_cifar(root, rows=40, seed=0):
-    """Standard python batches: 5 training batches, a test batch and batches.meta, with images whose
-    mean brightness follows the label (so a linear model can learn them)."""
-    rng = np.random.default_rng(seed)
-    folder = root / DIRNAME
-    folder.mkdir(parents=True)
-
-    def batch(n):
-        labels = rng.integers(0, 10, n)
-        images = np.clip(rng.normal(25 * labels[:, None], 20, (n, 3072)), 0, 255).astype(np.uint8)
-        return {b"batch_label": b"test", b"labels": labels.tolist(), b"data": images,
-                b"filenames": [b"%d.png" % i for i in range(n)]}
-
-    for i in range(5):
-        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch(rows), protocol=4))
-    (folder / "test_batch").write_bytes(pickle.dumps(batch(rows), protocol=4))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CLASSES]}, protocol=4))
-    return root
 
 
 def test_survival_table_on_cifar10_format_files(monkeypatch, tmp_path):
-    root = _write_cifar(tmp_path / "data")
+    root = write_cifar(tmp_path / "data")
     monkeypatch.setenv("GIBBON_DATA", str(root))
     train = data.load("cifar10", "train")
     assert train.x.shape[1:] == (3, 32, 32)
