@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from gibbon.core.checks import GibbonInputError, check_seed_and_batch, resolve_device
+from gibbon.evaluation.inputs import check_model_fits, check_oracle_fits
 from gibbon.oracles.loading import load_black_box as _load_any
 from gibbon.oracles.loading import load_oracle
 
@@ -73,36 +74,6 @@ def load_model(spec: str, weights: Optional[str], device: str, trust_code: bool 
     if normalize is not None:
         model = foreign.normalize(model, normalize)
     return model.to(device)
-
-
-def check_oracle_fits(oracle, data) -> None:
-    """A served model states its input shape: compare it for free; other black boxes are probed like models."""
-    shape = getattr(getattr(oracle, "model", None), "info", {}).get("input_shape")
-    if shape is None:
-        return check_model_fits(oracle, data)
-    if tuple(shape) != tuple(data.x.shape[1:]):
-        raise GibbonInputError(f"the server takes inputs shaped {tuple(shape)} but {data.name} images are "
-                               f"{tuple(data.x.shape[1:])}; pick the dataset the served model was trained on")
-
-
-def check_model_fits(model, data) -> None:
-    import torch
-
-    from gibbon.evaluation.adapters import scores_of
-
-    params = list(model.parameters()) if hasattr(model, "parameters") else []
-    with torch.no_grad():
-        try:
-            logits = scores_of(model(data.x[:2].to(params[0].device if params else "cpu")))
-        except (RuntimeError, ValueError, TypeError) as err:
-            raise GibbonInputError(
-                f"the model does not accept {data.name} inputs of shape {tuple(data.x.shape[1:])} "
-                f"({str(err).splitlines()[0]}); pick the dataset the model was trained on"
-            ) from None
-    if logits.ndim != 2 or logits.shape[1] < data.num_classes:
-        raise GibbonInputError(
-            f"the model outputs shape {tuple(logits.shape)}, but {data.name} has {data.num_classes} classes"
-        )
 
 
 def main_job_model(seed: int, device: str):

@@ -75,3 +75,11 @@ def test_bad_settings_are_one_line_errors(monkeypatch, capsys, tmp_path, victim_
                    "--out", str(tmp_path / "c.safetensors"), *extra)
     err = capsys.readouterr().err
     assert code == 2 and message in " ".join(err.split()) and "Traceback" not in err
+
+
+def test_a_victim_of_another_dataset_is_one_line_before_any_query(monkeypatch, capsys, tmp_path, victim_path):
+    code = run_cli(monkeypatch, "steal", "--oracle", str(victim_path), "--dataset", "mnist", "--budget", "100",
+                   "--out", str(tmp_path / "c.safetensors"))
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "does not accept mnist inputs" in err and "Traceback" not in err
+    assert not (tmp_path / "c.answers.npz").exists()

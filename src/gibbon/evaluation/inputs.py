@@ -185,3 +185,31 @@ def describe_model(model) -> dict:
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
+
+def check_oracle_fits(oracle, data) -> None:
+    """A served model states its input shape: compare it for free; other black boxes are probed like models."""
+    shape = getattr(getattr(oracle, "model", None), "info", {}).get("input_shape")
+    if shape is None:
+        return check_model_fits(oracle, data)
+    if tuple(shape) != tuple(data.x.shape[1:]):
+        raise GibbonInputError(f"the server takes inputs shaped {tuple(shape)} but {data.name} images are "
+                               f"{tuple(data.x.shape[1:])}; pick the dataset the served model was trained on")
+
+
+def check_model_fits(model, data) -> None:
+    """Two inputs of ``data`` through ``model``: a wrong input shape or too few outputs is a one-line error."""
+    from gibbon.evaluation.adapters import scores_of
+
+    params = list(model.parameters()) if hasattr(model, "parameters") else []
+    with torch.no_grad():
+        try:
+            logits = scores_of(model(data.x[:2].to(params[0].device if params else "cpu")))
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise GibbonInputError(
+                f"the model does not accept {data.name} inputs of shape {tuple(data.x.shape[1:])} "
+                f"({str(err).splitlines()[0]}); pick the dataset the model was trained on"
+            ) from None
+    if logits.ndim != 2 or logits.shape[1] < data.num_classes:
+        raise GibbonInputError(
+            f"the model outputs shape {tuple(logits.shape)}, but {data.name} has {data.num_classes} classes"
+        )

@@ -35,15 +35,6 @@ def _pool(spec: str, shape, seed: int, bounds):
     return pool.x if tuple(pool.x.shape[1:]) == tuple(shape) else fit_into(pool.x, shape, bounds=bounds)
 
 
-def _victim_shape(oracle, dataset):
-    """The input shape the victim takes: the server states it; otherwise the dataset's."""
-    info = getattr(getattr(oracle, "model", None), "info", None)
-    if info and tuple(info.get("input_shape", ())) != tuple(dataset.x.shape[1:]):
-        raise GibbonInputError(f"the server takes inputs shaped {tuple(info['input_shape'])} but {dataset.name} "
-                               f"images are {tuple(dataset.x.shape[1:])}; pick the dataset of the served model")
-    return tuple(dataset.x.shape[1:])
-
-
 def steal(
     oracle_spec: str = typer.Option(..., "--oracle", help="The victim: http://HOST:PORT (gibbon serve), "
                                     "sklearn:PATH.skops, onnx:PATH.onnx or a zoo PATH.safetensors."),
@@ -76,12 +67,13 @@ def steal(
     import torch
 
     from gibbon import data, zoo
+    from gibbon.evaluation.inputs import check_oracle_fits
     from gibbon.evaluation.report import write_json_atomic
     from gibbon.oracles import Oracle
     from gibbon.oracles.http import ServerError
     from gibbon.oracles.loading import load_black_box
+    from gibbon.extraction.knockoff import agreement
     from gibbon.transfer._batches import predicted_labels
-    from gibbon.zoo.training import predict_labels
 
     check_seed_and_batch(seed, 1)
     if budget <= 0:
@@ -101,8 +93,9 @@ def steal(
     device = resolve_device(device)
     test = data.load(dataset, "test")
     victim = load_black_box(oracle_spec, trust_code, token, output="auto")
+    check_oracle_fits(victim, test)  # a server states its shape for free; a local model is probed (free too)
     oracle = Oracle(victim, max_total=budget)
-    shape = _victim_shape(oracle, test)
+    shape = tuple(test.x.shape[1:])
     def make():  # a fresh copy per curve point, each with the same seeded initial weights
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -145,7 +138,7 @@ def steal(
         kept = f"; the answers paid for are kept in {store}: rerun the same command to resume" if pool is not None else ""
         raise GibbonInputError(f"the server failed mid-way ({err}){kept}") from None
     if victim_labels is not None:
-        summary["fidelity"] = float((predict_labels(student.to(device), eval_x).cpu() == victim_labels.cpu()).float().mean())
+        summary["fidelity"] = agreement(student.to(device), eval_x, victim_labels.cpu())
     summary["queries_spent"] = oracle.total
     summary["accuracy"] = zoo.accuracy(student.to(device), test)
     zoo.save(student.cpu(), out_path, dataset=test, stolen={k: v for k, v in summary.items() if k != "curve"})

@@ -34,6 +34,7 @@ from torch import nn
 
 from gibbon.core.checks import GibbonInputError
 from gibbon.oracles.base import QueryBudgetExceeded, as_oracle, to_probabilities
+from gibbon.serve.payload import batch_digest
 
 
 @dataclass
@@ -75,24 +76,17 @@ def _read_store(path: Path, queries: torch.Tensor) -> Answers | None:
         return None
     with np.load(path, allow_pickle=False) as saved:
         targets, kind, digest = torch.from_numpy(saved["targets"]), str(saved["kind"]), str(saved["digest"])
-    if digest != _digest(queries[:len(targets)]):
+    if digest != batch_digest(queries[:len(targets)]):
         raise GibbonInputError(f"{path} holds answers for other queries (another pool, seed or order); "
                                "delete it or pass another store path")
     return Answers(targets=targets, kind=kind)
-
-
-def _digest(x: torch.Tensor) -> str:
-    import hashlib
-
-    data = np.ascontiguousarray(x.detach().cpu().numpy(), dtype="<f4")
-    return hashlib.sha256(repr(data.shape).encode() + data.tobytes()).hexdigest()[:32]
 
 
 def _write_store(path: Path, answers: Answers, queries: torch.Tensor) -> None:
     from gibbon.zoo.io import write_npz_atomic
 
     write_npz_atomic(path, {"targets": answers.targets.numpy(), "kind": np.array(answers.kind),
-                            "digest": np.array(_digest(queries[:len(answers.targets)]))})
+                            "digest": np.array(batch_digest(queries[:len(answers.targets)]))})
 
 
 def collect_answers(oracle, queries: torch.Tensor, *, num_classes: int | None = None, batch_size: int = 256,
@@ -215,7 +209,8 @@ class KnockoffResult:
         return {k: v for k, v in vars(self).items() if k != "student"}
 
 
-def _agreement(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> float | None:
+def agreement(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> float | None:
+    """The share of ``x`` on which ``model``'s top-1 label equals ``labels`` (None without labels)."""
     if labels is None:
         return None
     from gibbon.zoo.training import predict_labels
@@ -272,7 +267,7 @@ def knockoff_nets(oracle, pool: torch.Tensor, make_student, *, budgets, num_clas
         t0 = time.perf_counter()
         student = train_student(make_student(), queries[:budget], answers.targets[:budget], epochs=epochs,
                                 min_steps=min_steps, batch_size=batch_size, lr=lr, seed=seed, progress=False)
-        curve.append({"queries": budget, "fidelity": _agreement(student, eval_x, victim_labels),
-                      "accuracy": _agreement(student, eval_x, eval_y), "seconds": time.perf_counter() - t0})
+        curve.append({"queries": budget, "fidelity": agreement(student, eval_x, victim_labels),
+                      "accuracy": agreement(student, eval_x, eval_y), "seconds": time.perf_counter() - t0})
     return KnockoffResult(student=student, queries=answers.queries, answers=got, kind=answers.kind, curve=curve,
                           stopped_by_budget=answers.stopped_by_budget)

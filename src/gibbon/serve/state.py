@@ -19,7 +19,6 @@ detector in one order (a lock), so replaying the log at start-up rebuilds the sa
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import math
 import re
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from gibbon.serve import prada
-from gibbon.serve.payload import Rejected, response_body
+from gibbon.serve.payload import Rejected, batch_digest, response_body
 from gibbon.serve.querylog import JsonlLog, QueryLogs
 from gibbon.serve.tokens import FailedAuthLimiter, TokenBucket, TokenSpec, TokenStore
 
@@ -64,12 +63,6 @@ class Settings:
     prada_seed: int = prada.SEED
     auth_failures: int = 100  # failed logins a client address may make before it is throttled
     auth_failure_rate: float = 1.0  # ... then one more per second
-
-
-def _digest(x: torch.Tensor) -> str:
-    """What identifies a batch for an idempotent retry: sha256 of its float32 bytes and shape (32 hex digits)."""
-    data = np.ascontiguousarray(x.detach().cpu().numpy(), dtype="<f4")
-    return hashlib.sha256(repr(data.shape).encode() + data.tobytes()).hexdigest()[:32]
 
 
 def _b64(arr: np.ndarray, dtype: str) -> str:
@@ -212,7 +205,7 @@ class Deployment:
         rows = int(x.shape[0])
         if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
             raise Rejected(422, "invalid_input", "Idempotency-Key must be 8 to 64 letters, digits, '-' or '_'")
-        digest = _digest(x) if key is not None else None
+        digest = batch_digest(x) if key is not None else None
         with state.lock:
             seen = state.recent.get(key) if key is not None else None
             if seen is not None and seen[0] != digest:
