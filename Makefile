@@ -29,6 +29,8 @@ install-bench: install
 	# torchattacks declares torchvision and a CUDA torch it never imports: --no-deps (BENCHMARKING.md).
 	$(BIN)/pip install -q --no-deps torchattacks==3.5.1
 	$(BIN)/pip install -q -e '.[bench]'
+	# the official AutoAttack (benchmarks/bench_reliable.py), as ../shared/BENCHMARKING.md installs it
+	$(BIN)/pip install -q --no-deps pyautoattack==0.2.0
 
 demo: install
 	$(BIN)/gibbon evaluate --json results/main-job.json

@@ -363,3 +363,23 @@ def substitute_on_mnist(target: torch.nn.Module, seed: int, *, n_seeds: int = 15
     return substitute_attack(Oracle(target, output="label"), test.x[:n_seeds], substitute, test.x[n_seeds:],
                              test.y[n_seeds:], FGSM(), eps=0.3, step=0.1, seed=seed, classes=test.classes,
                              **{"rounds": 6, **training})
+
+
+def shuffled_rounds(names, repeats: int, seed: int = 0):
+    """``(repeat, name)`` pairs: every name once per repeat, in a seeded shuffled order (interleaving)."""
+    rng = random.Random(seed)
+    for r in range(repeats):
+        order = list(names)
+        rng.shuffle(order)
+        for name in order:
+            yield r, name
+
+
+def write_result(path, result: dict, log: Callable[[str], None] = print) -> None:
+    """Write a benchmark's result JSON (when ``path`` is given) and say where."""
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    log(f"written to {path}")

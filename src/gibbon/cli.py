@@ -5,6 +5,7 @@ Bad arguments end with a one-line ``error: ...`` that says what to do, and exit 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -157,13 +158,12 @@ def train(
     seed: int = SeedOpt,
     batch_size: int = typer.Option(128, "--batch-size", help="Training mini-batch size."),
     device: Optional[str] = DeviceOpt,
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, "
+                                  "with loss scaling) for --arch training, inner attack included."),
 ):
     """Train a zoo architecture (checkpoints every epoch, resumes after a kill), optionally with a defense, or a
-    scikit-learn technique."""
-    import torch
-
-    from gibbon import data as gdata
-    from gibbon import zoo
+    scikit-learn technique. Under `torchrun --nproc_per_node N -m gibbon.cli train ...` an --arch trains data
+    parallel (gloo on CPU, nccl on CUDA) with the same global --batch-size."""
 
     check_seed_and_batch(seed, batch_size)
     if arch is not None and technique is not None:
@@ -204,13 +204,38 @@ def train(
         from gibbon.poisoning.command import parse_poison
 
         poisoning = parse_poison(poison)
+    from gibbon.zoo import distributed
+    from gibbon.zoo.precision import check_precision
+
     device = resolve_device(device)
+    check_precision(precision, device)
+    if defense_config is not None and defense_config.name == "dp" and (precision != "fp32"
+                                                                       or distributed.launched_by_torchrun()):
+        raise GibbonInputError("--defense dp trains with Opacus in one process and float32: drop --precision and "
+                               "torchrun for it")
+    device = distributed.init_from_env(device)
+    try:
+        _train_arch(arch, dataset, epochs, out_path, lr, optimizer, n_train, defense_config, schedule, poisoning,
+                    seed, batch_size, device, precision)
+    finally:
+        distributed.shutdown()
+
+
+def _train_arch(arch, dataset, epochs, out_path, lr, optimizer, n_train, defense_config, schedule, poisoning, seed,
+                batch_size, device, precision="fp32"):
+    import torch
+
+    from gibbon import data as gdata
+    from gibbon import zoo
+    from gibbon.zoo import distributed
+
+    main = distributed.is_main()
     train_set = gdata.load(dataset, "train", n=n_train)
     val_set, test_set = gdata.load(dataset, "val"), gdata.load(dataset, "test")
     if poisoning is not None:
         poisoned = poisoning[0](train_set, seed)
         train_set = poisoned.dataset
-        console.print(f"poisoned {len(poisoned.poison_indices)} of {len(train_set)} training images "
+        main and console.print(f"poisoned {len(poisoned.poison_indices)} of {len(train_set)} training images "
                       f"({poisoned.meta['attack']})", highlight=False)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -218,15 +243,24 @@ def train(
     ckpt = out_path.with_name(out_path.stem + ".ckpt")
     fit_kwargs = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
                       val=val_set, seed=seed, checkpoint_dir=ckpt, device=device)
+    if precision != "fp32":  # only then: defenses with their own loop (dp) take no precision
+        fit_kwargs["precision"] = precision
     if defense_config is None:
         result = zoo.fit(model, train_set, **fit_kwargs)
     else:
-        console.print(f"defense: {defense_config.spec()} ({defense_config.paper})", highlight=False)
+        main and console.print(f"defense: {defense_config.spec()} ({defense_config.paper})", highlight=False)
         result = defense_config.fit(model, train_set, **fit_kwargs)
+    if not main:  # rank 0 holds the same weights and writes the files
+        return
+    _, world = distributed.rank_and_world()
     acc = zoo.accuracy(model, test_set)
     card = {"architecture": arch, "dataset": dataset, "seed": seed, "epochs": epochs, "lr": lr, "optimizer": optimizer,
             "schedule": schedule,
             "batch_size": batch_size, "n_train": len(train_set), "clean_test_accuracy": acc, "history": result.history}
+    if world > 1:
+        card["processes"] = world
+    if precision != "fp32":
+        card["precision"] = precision
     if defense_config is not None:
         card.update(defense_config.trained_card(result))
     if poisoning is not None:
@@ -273,12 +307,23 @@ def evaluate(
     seed: int = SeedOpt,
     batch_size: int = BatchOpt,
     device: Optional[str] = DeviceOpt,
+    ray: bool = typer.Option(False, "--ray", help="Fan the (attack, eps, shard) pieces out as Ray tasks (pip install "
+                             "'gibbon[ray]'); a local Ray unless --address; shards saved beside --checkpoint. Same "
+                             "numbers as one process."),
+    address: Optional[str] = typer.Option(None, "--address", help="A running Ray cluster: auto or ray://HOST:PORT "
+                                          "(implies --ray)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="CPUs of the local Ray (implies --ray)."),
+    precision: str = typer.Option("fp32", "--precision", help="Attack the --model (or main job) under autocast: "
+                                  "bf16 (CPU or CUDA) or fp16 (CUDA); scores come back float32."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model first (pays off on long "
+                                       "runs; compiles for tens of seconds on a CPU)."),
 ):
     """Robust accuracy of a model under attacks at several budgets, with the per-sample worst case."""
     from gibbon import data as gdata
     from gibbon.attacks import parse_attack
     from gibbon.core.norms import get_norm
     from gibbon.evaluation import evaluate as run_evaluation
+    from gibbon.evaluation.distributed import make_executor
     from gibbon.evaluation.inputs import require_black_box, resolve_attacks
     from gibbon.evaluation.suites import suite_attacks
 
@@ -289,6 +334,10 @@ def evaluate(
         raise GibbonInputError("--adaptive evaluates untargeted robustness; drop --target (or drop --adaptive)")
     if normalize is not None and model_spec is None:
         raise GibbonInputError("--normalize wraps the --model; drop it for an --oracle or the main job")
+    if adaptive and (precision != "fp32" or compile_model):
+        raise GibbonInputError("--adaptive attacks the model as it is; drop --precision/--compile")
+    if adaptive and (ray or address is not None or workers is not None):
+        raise GibbonInputError("--adaptive runs in one process; drop --ray/--address/--workers (or drop --adaptive)")
     if adaptive:
         return _evaluate_adaptive(model_spec, weights, oracle_spec, dataset, split, n, attack, eps, norm, suite,
                                   remedies, json_path, seed, batch_size, device, trust_code, normalize)
@@ -323,6 +372,13 @@ def evaluate(
         model = main_job_model(seed, device) if model_spec is None else load_model(model_spec, weights, device,
                                                                                    trust_code, normalize)
     check_model_fits(model, data)
+    if precision != "fp32" or compile_model:
+        if oracle_spec is not None:
+            raise GibbonInputError("--precision and --compile change how a --model computes; an --oracle answers "
+                                   "as it is: drop them")
+        from gibbon.zoo.precision import accelerate
+
+        model = accelerate(model, precision=precision, compile=compile_model, device=device)
     if max_total_queries is not None or gradient is not None:
         from gibbon.oracles import Oracle, parse_gradient
 
@@ -330,8 +386,11 @@ def evaluate(
             model = Oracle(model, max_total=max_total_queries)
         if gradient is not None:  # the attacks see the model through score queries only
             model = parse_gradient(gradient, model, bounds=data.bounds, seed=seed)
-    report = run_evaluation(model, data, configs, eps, norm=norm, cascade=cascade or suite is not None, batch_size=batch_size, seed=seed,
-                            device=device, checkpoint=checkpoint, progress=True, target=target)
+    executor = make_executor(ray, address, workers)
+    with executor if executor is not None else contextlib.nullcontext():
+        report = run_evaluation(model, data, configs, eps, norm=norm, cascade=cascade or suite is not None,
+                                batch_size=batch_size, seed=seed, device=device, checkpoint=checkpoint, progress=True,
+                                target=target, executor=executor)
     out.print(report.table())
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}")

@@ -6,8 +6,9 @@ and loads from JSON and prints as a rich table.
 """
 
 from gibbon.evaluation.counting import CountingModel
-from gibbon.evaluation.evaluate import evaluate
+from gibbon.evaluation.distributed import LocalExecutor, RayExecutor
+from gibbon.evaluation.evaluate import evaluate, evaluate_many
 from gibbon.evaluation.report import Report, Result, WorstCase
 from gibbon.evaluation.stats import wilson_interval
 
-__all__ = ["evaluate", "Report", "Result", "WorstCase", "wilson_interval", "CountingModel"]
+__all__ = ["evaluate", "evaluate_many", "RayExecutor", "LocalExecutor", "Report", "Result", "WorstCase", "wilson_interval", "CountingModel"]

@@ -19,6 +19,8 @@ References:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from gibbon.attacks._common import resolve_target
@@ -31,7 +33,7 @@ from gibbon.evaluation.inputs import (
     unpack_data, versions,
 )
 from gibbon.evaluation.report import Report, Result, WorstCase, eps_to_json, jsonable
-from gibbon.evaluation.runner import SEED_SCHEME, ProgressBar, Runner, unit_result
+from gibbon.evaluation.runner import SEED_SCHEME, ProgressBar, Runner, run_cascade, run_each
 from gibbon.evaluation.sanity import BUDGET_SANITY_SAMPLES, SANITY_SAMPLES, attack_checks, model_checks, result_checks
 from gibbon.evaluation.stats import wilson_interval
 from gibbon.evaluation.suites import suite_attacks
@@ -40,7 +42,7 @@ from gibbon.oracles import Oracle
 
 def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade: bool = False,
              batch_size: int = 250, seed: int = 0, device=None, checkpoint=None, progress: bool = True, target=None,
-             bounds=None, suite: str | None = None) -> Report:
+             bounds=None, suite: str | None = None, executor=None, batches_per_shard: int = 1) -> Report:
     """Clean and robust accuracy of ``model`` under ``attacks`` at each ``eps``, with the worst case.
 
     Each attack call gets a fresh ``torch.Generator(device="cpu")`` seeded with
@@ -71,6 +73,12 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
         bounds: valid input range; default the dataset's (``(0, 1)`` for tensor pairs).
         suite: a named attack suite (``"reliable"``: AutoAttack's ensemble, ``"quick"``; see
             :mod:`gibbon.evaluation.suites`) run before ``attacks``; implies ``cascade=True``.
+        executor: None (run here), or an executor of :mod:`gibbon.evaluation.distributed`
+            (``RayExecutor()``: local Ray or a cluster; ``LocalExecutor()``): the evaluation is cut
+            into shards of ``batches_per_shard`` mini-batches (one eps's whole chain under
+            ``cascade``), run by the executor's workers and saved one file each beside
+            ``checkpoint``; the per-sample results are the same as here.
+        batches_per_shard: mini-batches per shard when ``executor`` is given.
 
     Returns:
         A :class:`Report` with one :class:`Result` per (attack, eps) in attack-major order, one
@@ -88,6 +96,64 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
         >>> report.robust_accuracy("<lambda>", 0.1) == report.clean_accuracy
         True
     """
+    plan = prepare_evaluation(model, data, attacks, eps, norm=norm, cascade=cascade, batch_size=batch_size,
+                              seed=seed, device=device, checkpoint=checkpoint, target=target, bounds=bounds,
+                              suite=suite, sharded=executor is not None)
+    with eval_mode(plan.model):
+        if executor is None:
+            units = run_in_process(plan, progress)
+        else:
+            from gibbon.evaluation.distributed import run_sharded
+
+            units = run_sharded([plan], executor, progress=progress, batches_per_shard=batches_per_shard)[0]
+    return finish_evaluation(plan, units)
+
+
+
+def evaluate_many(jobs: list[dict], executor, *, progress: bool = True, batches_per_shard: int = 1) -> list[Report]:
+    """Several evaluations as one pool of shards on ``executor`` (see :func:`evaluate`'s
+    ``executor``), so the workers stay busy across models.
+
+    Args:
+        jobs: keyword arguments of :func:`evaluate`, one dict per evaluation, each with ``model``
+            and ``data`` (``progress`` and ``executor`` are this function's).
+
+    Returns:
+        One :class:`Report` per job, in order; the same per-sample numbers as ``evaluate(**job)``.
+    """
+    from gibbon.evaluation.distributed import run_sharded
+
+    plans = [prepare_evaluation(**job, sharded=True) for job in jobs]
+    units = run_sharded(plans, executor, progress=progress, batches_per_shard=batches_per_shard)
+    return [finish_evaluation(plan, u) for plan, u in zip(plans, units)]
+
+@dataclass
+class Plan:
+    """An evaluation checked and ready to run: the model's clean predictions, sanity warnings,
+    resolved attacks and eps, the :class:`Runner` and the checkpoint's fingerprint."""
+
+    model: object
+    chosen: list
+    eps_values: list
+    norm: str
+    clean: torch.Tensor
+    runner: Runner
+    fingerprint: dict
+    checkpoint: object
+    cascade: bool
+    warnings: list
+    config: dict
+    dataset_info: dict
+    seed: int
+    started: str
+
+
+def prepare_evaluation(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade: bool = False,
+                       batch_size: int = 250, seed: int = 0, device=None, checkpoint=None, target=None,
+                       bounds=None, suite: str | None = None, sharded: bool = False) -> Plan:
+    """Everything :func:`evaluate` does before its first attack (arguments as there): checks,
+    clean predictions, model checks. ``sharded``: the plan will run as shards on other
+    processes (:mod:`gibbon.evaluation.distributed`), which a shared query budget cannot."""
     started = now()
     try:
         norm_obj = get_norm(norm)
@@ -111,6 +177,9 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
 
     with eval_mode(model):
         runner = Runner(model, x, y, None, norm_obj, bounds, batch_size, seed, device, ProgressBar(False, 0))
+        if sharded and runner.budget is not None:
+            raise GibbonInputError("a black box with a shared query budget cannot be split across workers (each "
+                                   "would spend the whole budget); evaluate it in one process, without --ray")
         # under a shared query budget the checks stay cheap: a few samples, no estimated gradients
         checked = SANITY_SAMPLES if runner.budget is None else min(SANITY_SAMPLES, BUDGET_SANITY_SAMPLES)
         if runner.budget is not None and (left := runner.budget.total_remaining()) < n + 2 * min(checked, n):
@@ -126,21 +195,9 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
         warnings = model_checks(model, x[:checked].to(device), y[:checked].to(device),
                                 gradients=not isinstance(model, Oracle) and runner.budget is None)
 
-        fp = fingerprint(attacks=[{"name": a.name, "params": a.params} for a in chosen], eps=eps_values,
-                         norm=norm_obj.name, x=x, y=y, seed=seed, cascade=cascade, batch_size=batch_size,
-                         bounds=bounds, target=runner.target, model=model)
-        store = Checkpoint(checkpoint, fp, clean)
-        if store.warning:
-            warnings.append(store.warning)
-
-        per_unit = runner.batches(int(clean.sum()))
-        steps = per_unit * sum(1 if a.minimal and not cascade else len(eps_values) for a in chosen)
-        runner.units_left = _units_to_run(chosen, len(eps_values), cascade, store)
-        with ProgressBar(progress, steps) as bar:
-            runner.bar = bar
-            run_all = _run_cascade if cascade else _run_each
-            units = run_all(runner, chosen, eps_values, clean, store)
-
+    fp = fingerprint(attacks=[{"name": a.name, "params": a.params} for a in chosen], eps=eps_values,
+                     norm=norm_obj.name, x=x, y=y, seed=seed, cascade=cascade, batch_size=batch_size,
+                     bounds=bounds, target=runner.target, model=model)
     config = {
         "attacks": [{"name": a.name, "params": a.params} for a in chosen], "eps": [eps_to_json(e) for e in eps_values],
         "norm": norm_obj.name,
@@ -148,11 +205,35 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
         "target": target if target is None or isinstance(target, (int, str)) else "tensor",
         "device": str(device), "seed_scheme": SEED_SCHEME, "suite": suite,
     }
-    report = _report(chosen, eps_values, norm_obj.name, clean, units, cascade, warnings)
-    report.warnings.extend(result_checks(report.worst_case, norm_obj.name, bounds))
-    report.warnings.extend(attack_checks(report.results, cascade))
-    report.seed, report.versions, report.model = seed, versions(), describe_model(model)
-    report.dataset, report.config, report.started, report.finished = dataset_info, jsonable(config), started, now()
+    return Plan(model=model, chosen=chosen, eps_values=eps_values, norm=norm_obj.name, clean=clean, runner=runner,
+                fingerprint=fp, checkpoint=checkpoint, cascade=cascade, warnings=warnings, config=config,
+                dataset_info=dataset_info, seed=seed, started=started)
+
+
+def run_in_process(plan: Plan, progress: bool) -> dict:
+    """Run a plan's (attack, eps) units here, one after the other, resuming from its checkpoint file."""
+    runner, chosen, eps_values, clean, cascade = plan.runner, plan.chosen, plan.eps_values, plan.clean, plan.cascade
+    store = Checkpoint(plan.checkpoint, plan.fingerprint, clean)
+    if store.warning:
+        plan.warnings.append(store.warning)
+    per_unit = runner.batches(int(clean.sum()))
+    steps = per_unit * sum(1 if a.minimal and not cascade else len(eps_values) for a in chosen)
+    runner.units_left = _units_to_run(chosen, len(eps_values), cascade, store)
+    with ProgressBar(progress, steps) as bar:
+        runner.bar = bar
+        run_all = run_cascade if cascade else run_each
+        return run_all(runner, chosen, eps_values, clean, store)
+
+
+def finish_evaluation(plan: Plan, units: dict) -> Report:
+    """The :class:`Report` of a plan from its finished ``{(attack, eps): unit}`` results."""
+    bounds = plan.runner.bounds
+    report = _report(plan.chosen, plan.eps_values, plan.norm, plan.clean, units, plan.cascade, plan.warnings)
+    report.warnings.extend(result_checks(report.worst_case, plan.norm, bounds))
+    report.warnings.extend(attack_checks(report.results, plan.cascade))
+    report.seed, report.versions, report.model = plan.seed, versions(), describe_model(plan.model)
+    report.dataset, report.config, report.started, report.finished = (plan.dataset_info, jsonable(plan.config),
+                                                                      plan.started, now())
     return report
 
 
@@ -173,60 +254,6 @@ def _units_to_run(chosen, n_eps: int, cascade: bool, store) -> int:
         missing = sum(store.get(a, j) is None for j in range(n_eps))
         count += min(missing, 1) if attack.minimal and not cascade else missing
     return max(count, 1)
-
-
-def _run_each(runner: Runner, chosen, eps_values, clean, store) -> dict:
-    """Every attack on every clean-correct sample; minimal attacks once (at the largest eps)."""
-    units, everyone, bar = {}, torch.arange(len(clean)), runner.bar
-    active = everyone[clean]
-    per_unit = runner.batches(len(active))
-    for a, attack in enumerate(chosen):
-        todo = []
-        for j in range(len(eps_values)):
-            saved = store.get(a, j)
-            if saved is None:
-                todo.append(j)
-            else:
-                units[(a, j)] = saved
-        if attack.minimal and todo:
-            bar.describe(f"{attack.name} (minimal)")
-            run = runner.run(a, attack, max(eps_values), active)
-            for j, e in enumerate(eps_values):
-                units[(a, j)] = unit_result(clean, active, run, e, runner.width, minimal=True, shared=True)
-                store.put(a, j, units[(a, j)])
-            store.save()
-            continue
-        bar.advance(per_unit * (1 if attack.minimal else len(eps_values) - len(todo)))
-        for j in todo:
-            bar.describe(f"{attack.name} eps={eps_values[j]:g}")
-            run = runner.run(a, attack, eps_values[j], active)
-            units[(a, j)] = unit_result(clean, active, run, eps_values[j], runner.width, minimal=False, shared=False)
-            store.put(a, j, units[(a, j)])
-            store.save()
-    return units
-
-
-def _run_cascade(runner: Runner, chosen, eps_values, clean, store) -> dict:
-    """At each eps, each attack only on the samples every earlier attack failed on."""
-    units, everyone, bar = {}, torch.arange(len(clean)), runner.bar
-    per_unit = runner.batches(int(clean.sum()))
-    for j, e in enumerate(eps_values):
-        still = clean
-        for a, attack in enumerate(chosen):
-            unit = store.get(a, j)
-            if unit is None:
-                bar.describe(f"{attack.name} eps={e:g} (cascade)")
-                active = everyone[still]
-                run = runner.run(a, attack, e, active)
-                unit = unit_result(still, active, run, e, runner.width, minimal=attack.minimal, shared=False)
-                store.put(a, j, unit)
-                store.save()
-                bar.advance(per_unit - runner.batches(len(active)))  # the bar counts full-size units
-            else:
-                bar.advance(per_unit)
-            units[(a, j)] = unit
-            still = unit["robust"]
-    return units
 
 
 def _report(chosen, eps_values, norm: str, clean, units: dict, cascade: bool, warnings: list) -> Report:

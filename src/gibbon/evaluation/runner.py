@@ -94,8 +94,13 @@ class Runner:
                 out.append(self.model(self.x[chunk].to(self.device)).detach().cpu())
         return torch.cat(out)
 
-    def run(self, attack_index: int, attack, eps: float, active: torch.Tensor) -> dict:
-        """Attack samples ``active`` (indices) at ``eps``; success / distance / validity per sample."""
+    def run(self, attack_index: int, attack, eps: float, active: torch.Tensor, first_batch: int = 0) -> dict:
+        """Attack samples ``active`` (indices) at ``eps``; success / distance / validity per sample.
+
+        ``first_batch``: the index, within the whole unit, of ``active``'s first mini-batch, when
+        ``active`` is a shard of it (:mod:`gibbon.evaluation.shards`): the generators are seeded
+        with the unit's batch indices, so a shard draws what one process would.
+        """
         success = torch.zeros(len(active), dtype=torch.bool)
         distance = torch.zeros(len(active), dtype=torch.float64)
         invalid, worst = 0, 0.0
@@ -110,7 +115,7 @@ class Runner:
         for b, chunk in enumerate(active.split(self.batch_size) if len(active) else ()):
             xb, yb = self.x[chunk].to(self.device), self.y[chunk].to(self.device)
             tb = self.target[chunk].to(self.device) if self.target is not None else None
-            generator = torch.Generator(device="cpu").manual_seed(attack_seed(self.seed, b, attack_index))
+            generator = torch.Generator(device="cpu").manual_seed(attack_seed(self.seed, first_batch + b, attack_index))
             before_total = self.budget.total if self.budget is not None else 0
             if self.budget is None:
                 try:
@@ -235,3 +240,57 @@ class ProgressBar:
     def advance(self, steps: int = 1) -> None:
         if self.progress is not None:
             self.progress.advance(self.task, steps)
+
+
+def run_each(runner: Runner, chosen, eps_values, clean, store) -> dict:
+    """Every attack on every clean-correct sample; minimal attacks once (at the largest eps)."""
+    units, everyone, bar = {}, torch.arange(len(clean)), runner.bar
+    active = everyone[clean]
+    per_unit = runner.batches(len(active))
+    for a, attack in enumerate(chosen):
+        todo = []
+        for j in range(len(eps_values)):
+            saved = store.get(a, j)
+            if saved is None:
+                todo.append(j)
+            else:
+                units[(a, j)] = saved
+        if attack.minimal and todo:
+            bar.describe(f"{attack.name} (minimal)")
+            run = runner.run(a, attack, max(eps_values), active)
+            for j, e in enumerate(eps_values):
+                units[(a, j)] = unit_result(clean, active, run, e, runner.width, minimal=True, shared=True)
+                store.put(a, j, units[(a, j)])
+            store.save()
+            continue
+        bar.advance(per_unit * (1 if attack.minimal else len(eps_values) - len(todo)))
+        for j in todo:
+            bar.describe(f"{attack.name} eps={eps_values[j]:g}")
+            run = runner.run(a, attack, eps_values[j], active)
+            units[(a, j)] = unit_result(clean, active, run, eps_values[j], runner.width, minimal=False, shared=False)
+            store.put(a, j, units[(a, j)])
+            store.save()
+    return units
+
+
+def run_cascade(runner: Runner, chosen, eps_values, clean, store) -> dict:
+    """At each eps, each attack only on the samples every earlier attack failed on."""
+    units, everyone, bar = {}, torch.arange(len(clean)), runner.bar
+    per_unit = runner.batches(int(clean.sum()))
+    for j, e in enumerate(eps_values):
+        still = clean
+        for a, attack in enumerate(chosen):
+            unit = store.get(a, j)
+            if unit is None:
+                bar.describe(f"{attack.name} eps={e:g} (cascade)")
+                active = everyone[still]
+                run = runner.run(a, attack, e, active)
+                unit = unit_result(still, active, run, e, runner.width, minimal=attack.minimal, shared=False)
+                store.put(a, j, unit)
+                store.save()
+                bar.advance(per_unit - runner.batches(len(active)))  # the bar counts full-size units
+            else:
+                bar.advance(per_unit)
+            units[(a, j)] = unit
+            still = unit["robust"]
+    return units

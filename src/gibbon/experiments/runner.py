@@ -30,11 +30,16 @@ def load_model(spec, device: str):
     return zoo.load(path, device=device).eval()
 
 
-def run_experiment(experiment, *, progress: bool = True, echo=print) -> dict:
-    """Evaluate every model of ``experiment``; returns the summary written to ``output/summary.json``."""
+def run_experiment(experiment, *, progress: bool = True, echo=print, executor=None, batches_per_shard: int = 1) -> dict:
+    """Evaluate every model of ``experiment``; returns the summary written to ``output/summary.json``.
+
+    ``executor`` (e.g. :class:`gibbon.evaluation.RayExecutor`, entered by the caller): every
+    model's (attack, eps, shard) pieces go to its workers as one pool, saved one file each under
+    ``output/checkpoints/NAME.shards/``; the reports are the same as in one process.
+    """
     from gibbon import data as gdata
     from gibbon.attacks import parse_attack
-    from gibbon.evaluation import evaluate
+    from gibbon.evaluation import evaluate, evaluate_many
     from gibbon.evaluation.inputs import resolve_attacks
     from gibbon.evaluation.suites import suite_attacks
     from gibbon.zoo.io import write_json
@@ -49,13 +54,16 @@ def run_experiment(experiment, *, progress: bool = True, echo=print) -> dict:
     data = gdata.load(d.dataset, d.split, n=d.n)
     out = Path(experiment.output)
     summary = {"name": experiment.name, "config": experiment.model_dump(mode="json"), "models": {}}
-    for spec in experiment.models:
-        model = load_model(spec, device)
-        report = evaluate(model, data, configs, experiment.eps, norm=experiment.norm,
-                          cascade=experiment.cascade or experiment.suite is not None,
-                          batch_size=experiment.batch_size, seed=experiment.seed, device=device,
-                          checkpoint=out / "checkpoints" / f"{spec.name}.json", progress=progress,
-                          target=experiment.target)
+    jobs = [dict(model=load_model(spec, device), data=data, attacks=configs, eps=experiment.eps,
+                 norm=experiment.norm, cascade=experiment.cascade or experiment.suite is not None,
+                 batch_size=experiment.batch_size, seed=experiment.seed, device=device,
+                 checkpoint=out / "checkpoints" / f"{spec.name}.json", target=experiment.target)
+            for spec in experiment.models]
+    if executor is None:
+        reports = [evaluate(**job, progress=progress) for job in jobs]
+    else:
+        reports = evaluate_many(jobs, executor, progress=progress, batches_per_shard=batches_per_shard)
+    for spec, report in zip(experiment.models, reports):
         report.to_json(out / f"{spec.name}.json")
         echo(f"{spec.name}:")
         echo(report.table())
@@ -64,5 +72,7 @@ def run_experiment(experiment, *, progress: bool = True, echo=print) -> dict:
             "robust_accuracy": {f"{r.attack}@{r.eps:g}": r.robust_accuracy for r in report.results},
             "worst_case": {f"{w.eps:g}": w.robust_accuracy for w in report.worst_case},
         }
+        if "shards" in report.config:
+            summary["models"][spec.name]["shards"] = report.config["shards"]
     write_json(out / "summary.json", summary)
     return summary

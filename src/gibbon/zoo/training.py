@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gibbon.core.checks import GibbonInputError
+from gibbon.zoo.distributed import barrier, gather, rank_and_world, sum_across
+from gibbon.zoo.precision import autocast_context, check_precision
 
 CHECKPOINT_NAME = "checkpoint.pt"
 SCHEDULES = ("constant", "cyclic", "step")
@@ -207,6 +209,7 @@ def fit(
     device=None,
     weight_decay: float = 0.0,
     callback: Callable[[int, dict], None] | None = None,
+    precision: str = "fp32",
 ) -> FitResult:
     """Train ``model`` on ``train`` (a :class:`~gibbon.data.dataset.Dataset`) in place.
 
@@ -238,6 +241,20 @@ def fit(
         weight_decay: L2 weight decay passed to the optimizer.
         callback: ``callback(epoch, history_entry)`` after each epoch (after its checkpoint is
             written); raising from it stops training, e.g. for early stopping.
+        precision: ``"fp32"``, ``"bf16"`` (autocast on CPU or CUDA) or ``"fp16"`` (CUDA, with a
+            gradient scaler): the objective, inner attack included, runs under ``torch.autocast``
+            (:mod:`gibbon.zoo.precision`); weights and optimizer state stay float32.
+
+    Data parallel: inside a ``torch.distributed`` process group (``torchrun``, see
+    :mod:`gibbon.zoo.distributed`) the model trains as a ``DistributedDataParallel`` module.
+    Every process draws the same permutation and takes its slice of each global mini-batch of
+    ``batch_size``, its loss weighted by its share of the batch, so the averaged gradient is
+    the one-process gradient of the whole batch. Process ``r`` seeds its global RNG (random
+    starts, dropout) with ``seed + r``; rank 0 draws what one process draws. Losses and
+    accuracies are summed over the processes, so every process sees the same history (and an
+    early-stopping callback decides the same everywhere); rank 0 writes the checkpoint, with
+    every rank's RNG state, and prints the progress bar. A global batch smaller than the
+    number of processes (a last one) is skipped.
 
     Returns:
         A :class:`FitResult`. The model is left in ``eval()`` mode.
@@ -252,13 +269,29 @@ def fit(
     if n == 0:
         raise GibbonInputError("the training set is empty")
     epochs, batch_size = int(epochs), int(batch_size)
+    rank, world = rank_and_world()
+    if batch_size < world:
+        raise GibbonInputError(f"batch_size {batch_size} cannot be split over {world} processes; "
+                               f"use a batch_size >= {world}")
     device = torch.device(device) if device is not None else model_device(model)
+    check_precision(precision, device)
     model.to(device)
     lr_at = make_schedule(schedule, lr, epochs)
     opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
     objective_fn = objective or cross_entropy_objective
     config = _run_config(model, train, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                          schedule=schedule, objective=objective, seed=seed, weight_decay=weight_decay)
+    if world > 1:  # only then: one-process checkpoints keep their config (and zoo caches their keys)
+        config["world_size"] = world
+    if precision != "fp32":
+        config["precision"] = precision
+    # float16's narrow exponent range needs loss scaling; bfloat16 has float32's and does not
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    trained = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     shuffle = torch.Generator().manual_seed(int(seed))
     n_batches = math.ceil(n / batch_size)
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
@@ -267,36 +300,49 @@ def fit(
 
     result = FitResult()
     with torch.random.fork_rng(devices=fork_devices):
-        torch.random.default_generator.manual_seed(int(seed))
+        torch.random.default_generator.manual_seed(int(seed) + rank)
         if cuda:
             with torch.cuda.device(device):
-                torch.cuda.manual_seed(int(seed))
+                torch.cuda.manual_seed(int(seed) + rank)
         start = 0
         if ckpt_path is not None and ckpt_path.exists():
-            start = _resume(ckpt_path, config, epochs, model, opt, shuffle, device, result)
-        if ckpt_path is not None:
+            start = _resume(ckpt_path, config, epochs, model, opt, shuffle, device, result, rank)
+        if ckpt_path is not None and rank == 0:
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
 
-        with _progress(progress and start < epochs, epochs) as bar:
+        with _progress(progress and start < epochs and rank == 0, epochs) as bar:
             for epoch in range(start, epochs):
                 t0 = time.perf_counter()
-                model.train()
+                trained.train()
                 task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=n_batches) if bar is not None else None
                 perm = torch.randperm(n, generator=shuffle)
                 loss_sum, correct, counted, cur_lr = 0.0, 0, 0, lr
                 for i in range(n_batches):
                     idx = perm[i * batch_size:(i + 1) * batch_size]
+                    share = 1.0
+                    if world > 1:
+                        if len(idx) < world:
+                            continue
+                        mine = idx.tensor_split(world)[rank]
+                        share, idx = len(mine) * world / len(idx), mine
                     x, y = train.x[idx].to(device), train.y[idx].to(device)
                     cur_lr = float(lr_at(epoch + (i + 1) / n_batches))
                     for group in opt.param_groups:
                         group["lr"] = cur_lr
-                    out = objective_fn(model, x, y)
+                    with autocast_context(precision, device):
+                        out = objective_fn(trained, x, y)
                     loss, logits = out if isinstance(out, tuple) else (out, None)
                     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                         raise GibbonInputError("objective(model, x, y) must return a scalar loss tensor")
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    scaled = loss * share if share != 1.0 else loss
+                    if scaler is None:
+                        scaled.backward()
+                        opt.step()
+                    else:
+                        scaler.scale(scaled).backward()
+                        scaler.step(opt)
+                        scaler.update()
                     loss_sum += float(loss.detach()) * len(y)
                     if logits is not None and correct is not None:
                         correct += int((logits.detach().argmax(dim=-1) == y).sum())
@@ -305,6 +351,10 @@ def fit(
                     counted += len(y)
                     if bar is not None:
                         bar.update(task, advance=1)
+                if world > 1:  # every process gets the whole epoch's numbers
+                    sums = sum_across([loss_sum, -1.0 if correct is None else correct, counted], device)
+                    loss_sum, counted = sums[0], int(sums[2])
+                    correct = None if correct is None else int(sums[1])
                 entry = {
                     "epoch": epoch + 1,
                     "train_loss": loss_sum / counted,
@@ -319,7 +369,9 @@ def fit(
                     vacc = "" if entry["val_accuracy"] is None else f" val {entry['val_accuracy']:.3f}"
                     loss_text = f"loss {entry['train_loss']:.4f}"
                     bar.update(task, description=f"epoch {epoch + 1}/{epochs} {loss_text}{acc}{vacc}")
-                if ckpt_path is not None:
+                rng_states = gather({"cpu": torch.get_rng_state(),
+                                     "cuda": torch.cuda.get_rng_state(device) if cuda else None}) if world > 1 else None
+                if ckpt_path is not None and rank == 0:
                     _atomic_torch_save({
                         "format": "gibbon-checkpoint/1",
                         "config": json.dumps(config, sort_keys=True),
@@ -330,7 +382,9 @@ def fit(
                         "cuda_rng": torch.cuda.get_rng_state(device) if cuda else None,
                         "shuffle_rng": shuffle.get_state(),
                         "history": json.dumps(result.history),
+                        **({"cpu_rng_ranks": rng_states} if world > 1 else {}),
                     }, ckpt_path)
+                barrier()  # no process starts an epoch before its checkpoint is on disk
                 if callback is not None:
                     callback(epoch + 1, entry)
 
@@ -340,15 +394,16 @@ def fit(
     return result
 
 
-def _resume(path: Path, config: dict, epochs: int, model, opt, shuffle, device, result: FitResult) -> int:
+def _resume(path: Path, config: dict, epochs: int, model, opt, shuffle, device, result: FitResult,
+            rank: int = 0) -> int:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a torn or foreign file: say which and what to do
         raise GibbonInputError(f"cannot read checkpoint {path} ({e}); delete it to train from scratch") from None
     if ckpt.get("config") != json.dumps(config, sort_keys=True):
         raise GibbonInputError(
-            f"{path} is a checkpoint of a different training run (other model, data or hyper-"
-            "parameters); use another checkpoint_dir, or delete it to train from scratch"
+            f"{path} is a checkpoint of a different training run (other model, data, hyper-"
+            "parameters or number of processes); use another checkpoint_dir, or delete it to train from scratch"
         )
     done = int(ckpt["epoch"])
     if done > epochs:
@@ -358,9 +413,11 @@ def _resume(path: Path, config: dict, epochs: int, model, opt, shuffle, device, 
         )
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
-    torch.set_rng_state(ckpt["cpu_rng"])
-    if ckpt.get("cuda_rng") is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+    mine = ckpt["cpu_rng_ranks"][rank] if "cpu_rng_ranks" in ckpt else {"cpu": ckpt["cpu_rng"],
+                                                                         "cuda": ckpt.get("cuda_rng")}
+    torch.set_rng_state(mine["cpu"])
+    if mine.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(mine["cuda"], device)
     shuffle.set_state(ckpt["shuffle_rng"])
     result.history.extend(json.loads(ckpt["history"]))
     result.resumed_from = done
