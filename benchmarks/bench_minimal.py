@@ -11,7 +11,9 @@ gradient of the cross-entropy) over the same batches (``common.floor``).
    c = 1, 100 Adam steps, lr 0.1, confidence 0 (BENCHMARKING.md's reference row). gibbon
    ``cw_l2`` with ``abort_early=True`` and with ``abort_early=False`` (and, with more than one
    search step, ``warm_start=False``: every round from the clean input, as the authors' code and
-   Foolbox; gibbon's default starts a round after a success where that round ended); torchattacks ``CW``;
+   Foolbox; gibbon's default starts a round after a success where that round ended; with one
+   search step, ``const_raises=0``: no raise of c for a sample still failing on a flat loss in the
+   last round, so a sample c = 1 leaves unbroken fails, as before that rule); torchattacks ``CW``;
    Foolbox ``L2CarliniWagnerAttack`` (abort_early); ART ``CarliniL2Method`` only with
    ``--with-art-cw`` (~20 min). Floor: 100 passes. ``--cw SEARCH,C0,STEPS,LR`` runs other
    settings (say ``5,0.01,200,0.05``, the budget of ``gibbon reproduce carlini2017-cw``); the
@@ -157,9 +159,9 @@ def cw_rows(model, x, y, *, cw=CW, steps=None, with_art=False) -> list[Row]:
     n, kw = len(x), dict(binary_search_steps=cw["binary_search_steps"], initial_const=cw["initial_const"],
                          steps=steps, lr=cw["lr"], confidence=cw["confidence"])
 
-    def gibbon(abort_early, warm_start=True):
+    def gibbon(abort_early, warm_start=True, const_raises=3):
         return lambda: _per_batch(lambda xb, yb: cw_l2(model, xb, yb, abort_early=abort_early, warm_start=warm_start,
-                                                       **kw), x, y)
+                                                       const_raises=const_raises, **kw), x, y)
 
     fool = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=cw["binary_search_steps"], steps=steps,
                                             stepsize=cw["lr"], confidence=cw["confidence"],
@@ -169,7 +171,9 @@ def cw_rows(model, x, y, *, cw=CW, steps=None, with_art=False) -> list[Row]:
     if cw["binary_search_steps"] > 1:  # every round from the clean input, as the authors' code and Foolbox
         rows.insert(1, _row("gibbon (warm_start=False)", gibbon(True, warm_start=False), "gibbon", n,
                             abort_early=True, warm_start=False))
-    if cw["binary_search_steps"] == 1:
+    if cw["binary_search_steps"] == 1:  # the only round is the last: where the raise of c matters most
+        rows.insert(1, _row("gibbon (const_raises=0)", gibbon(True, const_raises=0), "gibbon", n, abort_early=True,
+                            const_raises=0))
         ta = torchattacks.CW(model, c=cw["initial_const"], kappa=cw["confidence"], steps=steps, lr=cw["lr"])
         rows.append(_row("torchattacks", lambda: _per_batch(ta, x, y), "torchattacks", n))
     rows.append(_row("foolbox", _foolbox_minimal(fool, model, x, y), "foolbox", n, abort_early=True))

@@ -7,9 +7,10 @@ skip, and at what cost in L2.
 
 This script runs gibbon's ``cw_l2`` once with ``abort_early=False`` on the first ``--n`` test
 images, recording every iterate through a model wrapper (the wrapper sees each step's
-``x_new``, so the trace comes from the library's own code). Adam's update is per sample and the
-model is in eval mode, so a sample's trajectory does not depend on which other samples are
-still in the batch: every abort rule can be replayed exactly from the one trace. For each rule
+``x_new``, so the trace comes from the library's own code), with ``const_raises=0``: c stays 1,
+so the rules replay the attack as it ran before the last round raised c for failing samples.
+Adam's update is per sample and the model is in eval mode, so a sample's trajectory does not
+depend on which other samples are still in the batch: every abort rule can be replayed exactly from the one trace. For each rule
 it prints the fraction of the 100 steps run (the time relative to running them all), the
 success rate over the correctly classified images, the mean / median L2 of the best successful
 iterate and the step at which the no-abort run found its best iterate.
@@ -55,7 +56,7 @@ def trace(model, x, y):
     for start in range(0, len(x), BATCH):
         xb, yb = x[start:start + BATCH], y[start:start + BATCH]
         rec = _Recorder(model)
-        cw_l2(rec, xb, yb, abort_early=False, **SETTING)
+        cw_l2(rec, xb, yb, abort_early=False, const_raises=0, **SETTING)  # c stays 1: the loss below uses it
         assert len(rec.inputs) == SETTING["steps"], "cw_l2 without abort runs the model once per step"
         steps = list(zip(rec.inputs, rec.logits))
         d = torch.stack([(xi - xb).pow(2).flatten(1).sum(1) for xi, _ in steps], 1)
