@@ -6,13 +6,15 @@ from gibbon.core.checks import GibbonInputError
 from gibbon.zoo import ARCHITECTURES, build
 from gibbon.zoo.architectures import DATASET_SHAPES
 
-CONV_UPSAMPLED = ["madry-cnn", "wong-net", "carlini-mnist", "tramer-a", "tramer-b", "tramer-c", "lenet5"]
+CONV_UPSAMPLED = ["madry-cnn", "wong-net", "carlini-mnist", "tramer-a", "tramer-b", "tramer-c", "lenet5",
+                  "papernot-a"]
 
 
 def test_registry_names():
     assert set(ARCHITECTURES) == {
         "madry-cnn", "wong-net", "carlini-mnist", "tramer-a", "tramer-b", "tramer-c", "tramer-d", "lenet5",
         "fc-500-150", "mlp-200-200", "maxout", "softmax-regression", "logistic-regression", "tanh-cnn",
+        "papernot-a",
     }
     assert all(isinstance(d, str) and d for d in ARCHITECTURES.values())
 

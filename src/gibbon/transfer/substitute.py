@@ -46,6 +46,7 @@ back ``reserve`` queries, and training stops once nothing is left: the result sa
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
@@ -107,7 +108,7 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
                      lr: float = 1e-3, optimizer: str = "adam", reservoir_from: int | None = None,
                      reservoir_size: int = 400, bounds=(0.0, 1.0), classes=None, seed: int = 0, progress: bool = False,
                      query_batch: int = 512, first_sign: int = 1, jacobian: str = "probability",
-                     shift: int = 0, reserve: int = 0) -> SubstituteResult:
+                     shift: int = 0, reserve: int = 0, restart: bool = False) -> SubstituteResult:
     """Algorithm 1 of Papernot et al. 2017: substitute training with Jacobian-based augmentation.
 
     Args:
@@ -138,6 +139,9 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
         seed: training order and reservoir choices.
         reserve: queries of the oracle's shared budget kept back for the caller (say, to score
             the transferred examples); the augmentation never spends them.
+        restart: train every round from the substitute's initial weights instead of continuing
+            from the last round's (section 4.1 of the paper: "trained for 10 epochs from
+            scratch"). False (the default): training continues, as CleverHans' tutorial.
 
     Returns:
         :class:`SubstituteResult` with the trained substitute, the labels asked and the history.
@@ -156,6 +160,7 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
         raise GibbonInputError(f"the oracle's budget has {max(left, 0)} queries left after the {reserve} kept back, "
                                f"fewer than the {len(seed_x)} seed images to label; use fewer seed images or a "
                                "larger budget")
+    initial = copy.deepcopy(substitute.state_dict()) if restart else None
     points = seed_x.detach().clone()
     labels = predicted_labels(oracle, points, query_batch)
     if classes is None:
@@ -166,6 +171,8 @@ def train_substitute(oracle, seed_x: torch.Tensor, substitute: torch.nn.Module, 
     for rho in range(rounds + 1):  # train on S_0 .. S_rounds
         t0 = time.perf_counter()
         data = Dataset("substitute", "train", points, labels, tuple(classes), tuple(bounds))
+        if initial is not None:
+            substitute.load_state_dict(initial)
         zoo.fit(substitute, data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                 objective=objective, seed=seed + rho, progress=progress)
         substitute.eval()

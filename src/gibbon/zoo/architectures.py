@@ -283,6 +283,27 @@ def mlp_200_200(input_shape, num_classes):
     return _mlp(input_shape, [200, 200], num_classes)
 
 
+def papernot_a(input_shape, num_classes, kernel_size: int = 3):
+    """Papernot, McDaniel, Goodfellow, Jha, Celik & Swami (2017), "Practical Black-Box Attacks
+    against Machine Learning", arXiv:1602.02697 -- substitute architecture A (appendix, table 13),
+    the one section 4.1 trains against MetaMind's oracle ("a standard for image classification").
+
+    conv 32 + maxpool 2, conv 64 + maxpool 2, fc 200, ReLU, fc 200, ReLU, fc K (ReLU after each
+    convolution, valid padding). The table gives the layer widths, not the kernel size:
+    ``kernel_size`` (default 3) is this library's guess. Inputs below 28x28 are bilinearly
+    upsampled to 28x28 first.
+    """
+    if kernel_size < 1:
+        raise GibbonInputError(f"kernel_size must be a positive integer, got {kernel_size!r}")
+    c = input_shape[0]
+    features = [
+        nn.Conv2d(c, 32, kernel_size), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, kernel_size), nn.ReLU(), nn.MaxPool2d(2),
+    ]
+    return _conv_net(input_shape, num_classes, features, lambda d: [
+        nn.Linear(d, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, num_classes)])
+
+
 def maxout(input_shape, num_classes, dropout: float = 0.0):
     """Goodfellow, Shlens & Szegedy (2015), "Explaining and Harnessing Adversarial Examples",
     arXiv:1412.6572 -- the maxout network of the FGSM experiments (maxout units: Goodfellow,
@@ -335,6 +356,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "tanh-cnn": tanh_cnn,
     "fc-500-150": fc_500_150,
     "mlp-200-200": mlp_200_200,
+    "papernot-a": papernot_a,
     "maxout": maxout,
     "softmax-regression": softmax_regression,
     "logistic-regression": logistic_regression,
@@ -353,6 +375,7 @@ ARCHITECTURES: dict[str, str] = {
     "tanh-cnn": "Papernot et al. 2021 / Tramer & Boneh 2021 DP-SGD MNIST CNN: conv 16 8x8 s2, conv 32 4x4 s2, fc 32, tanh",
     "fc-500-150": "DeepFool (Moosavi-Dezfooli et al. 2016) MNIST MLP 784-500-150-10",
     "mlp-200-200": "Papernot et al. 2017 black-box substitute MLP: fc 200-200",
+    "papernot-a": "Papernot et al. 2017 black-box substitute A: conv 32, conv 64 (3x3, max-pool), fc 200-200",
     "maxout": "Goodfellow et al. 2015 maxout net: 2 x 240 units x 5 pieces",
     "softmax-regression": "multinomial logistic regression (one linear layer)",
     "logistic-regression": "binary logistic regression w.x+b, logits [0, w.x+b] (2-class data)",
