@@ -145,8 +145,7 @@ def shard_worker(context: tuple, shard) -> dict:
 
     runner = Runner(model, x, y, target, get_norm(setup["norm"]), tuple(setup["bounds"]), setup["batch_size"],
                     setup["seed"], setup["device"], ProgressBar(False, 0))
-    with eval_mode(model):
-        return run_shard(runner, chosen, eps_values, clean, shard)
+    return run_shard(runner, chosen, eps_values, clean, shard)  # run_sharded sent the model in eval mode
 
 
 def run_sharded(plans: list, executor, *, progress: bool = True, batches_per_shard: int = 1) -> list[dict]:

@@ -99,15 +99,13 @@ def evaluate(model, data, attacks=None, eps=None, *, norm: str = "linf", cascade
     plan = prepare_evaluation(model, data, attacks, eps, norm=norm, cascade=cascade, batch_size=batch_size,
                               seed=seed, device=device, checkpoint=checkpoint, target=target, bounds=bounds,
                               suite=suite, sharded=executor is not None)
-    with eval_mode(plan.model):
-        if executor is None:
-            units = run_in_process(plan, progress)
-        else:
-            from gibbon.evaluation.distributed import run_sharded
+    if executor is None:
+        units = run_in_process(plan, progress)
+    else:
+        from gibbon.evaluation.distributed import run_sharded
 
-            units = run_sharded([plan], executor, progress=progress, batches_per_shard=batches_per_shard)[0]
+        units = run_sharded([plan], executor, progress=progress, batches_per_shard=batches_per_shard)[0]
     return finish_evaluation(plan, units)
-
 
 
 def evaluate_many(jobs: list[dict], executor, *, progress: bool = True, batches_per_shard: int = 1) -> list[Report]:
@@ -126,6 +124,7 @@ def evaluate_many(jobs: list[dict], executor, *, progress: bool = True, batches_
     plans = [prepare_evaluation(**job, sharded=True) for job in jobs]
     units = run_sharded(plans, executor, progress=progress, batches_per_shard=batches_per_shard)
     return [finish_evaluation(plan, u) for plan, u in zip(plans, units)]
+
 
 @dataclass
 class Plan:
@@ -219,7 +218,7 @@ def run_in_process(plan: Plan, progress: bool) -> dict:
     per_unit = runner.batches(int(clean.sum()))
     steps = per_unit * sum(1 if a.minimal and not cascade else len(eps_values) for a in chosen)
     runner.units_left = _units_to_run(chosen, len(eps_values), cascade, store)
-    with ProgressBar(progress, steps) as bar:
+    with eval_mode(plan.model), ProgressBar(progress, steps) as bar:
         runner.bar = bar
         run_all = run_cascade if cascade else run_each
         return run_all(runner, chosen, eps_values, clean, store)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from gibbon.evaluation.checkpoint import Checkpoint
 from gibbon.evaluation.report import bits_to_str, jsonable, str_to_bits, write_json_atomic
 from gibbon.evaluation.runner import run_cascade, unit_result
 
@@ -73,26 +74,13 @@ def shard_stamp(fingerprint: dict, clean: torch.Tensor, shard: Shard) -> str:
 def run_shard(runner, chosen, eps_values, clean: torch.Tensor, shard: Shard) -> dict:
     """Compute one shard with ``runner`` (a :class:`~gibbon.evaluation.runner.Runner`); JSON-ready."""
     if shard.kind == "cascade":
-        units = run_cascade(runner, chosen, [eps_values[shard.eps_index]], clean, _NoStore())
+        units = run_cascade(runner, chosen, [eps_values[shard.eps_index]], clean, Checkpoint(None, {}, clean))
         return {"units": {str(a): encode_unit(units[(a, 0)]) for a in range(len(chosen))}}
     attack = chosen[shard.attack_index]
     eps = max(eps_values) if shard.eps_index is None else eps_values[shard.eps_index]
     run = runner.run(shard.attack_index, attack, eps, torch.tensor(shard.indices, dtype=torch.long),
                      first_batch=shard.first_batch)
     return {"run": encode_run(run)}
-
-
-class _NoStore:
-    """A checkpoint that holds nothing: a cascade shard always runs its whole chain."""
-
-    def get(self, attack_index, eps_index):
-        return None
-
-    def put(self, attack_index, eps_index, unit):
-        pass
-
-    def save(self):
-        pass
 
 
 def encode_run(run: dict) -> dict:

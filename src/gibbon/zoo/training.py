@@ -369,8 +369,10 @@ def fit(
                     vacc = "" if entry["val_accuracy"] is None else f" val {entry['val_accuracy']:.3f}"
                     loss_text = f"loss {entry['train_loss']:.4f}"
                     bar.update(task, description=f"epoch {epoch + 1}/{epochs} {loss_text}{acc}{vacc}")
-                rng_states = gather({"cpu": torch.get_rng_state(),
-                                     "cuda": torch.cuda.get_rng_state(device) if cuda else None}) if world > 1 else None
+                rng_states = None
+                if world > 1 and ckpt_path is not None:  # a collective: every rank has the same ckpt_path
+                    rng_states = gather({"cpu": torch.get_rng_state(),
+                                         "cuda": torch.cuda.get_rng_state(device) if cuda else None})
                 if ckpt_path is not None and rank == 0:
                     _atomic_torch_save({
                         "format": "gibbon-checkpoint/1",
