@@ -1,6 +1,6 @@
 """PGD adversarial training in one process against 2 DDP processes (torchrun, gloo) with the same global batch.
 
-Setting: ``gibbon train --arch madry-cnn --dataset mnist --n N --epochs E --batch-size 128
+Setting: ``gibbon train --arch madry-cnn --dataset mnist --n-train N --epochs E --batch-size 128
 --defense pgd:eps=0.1,steps=7,step_size=0.03 --seed 0``. ``one``: one process, torch on 2
 threads. ``ddp-2``: ``torchrun --standalone --nproc_per_node 2``, one thread each, each
 process taking half of every global batch of 128. Repeats interleaved (shuffled order),
@@ -9,8 +9,9 @@ medians; every run trains from scratch into its own folder.
 Reported per run: wall time of the command (start-up included), the training time (sum of the
 card's epoch seconds), clean accuracy on the 10,000 test images (the card's) and PGD-20 robust
 accuracy at eps 0.1 on the first 1,000 test images. Then the kill test: a ``ddp-2`` run is
-SIGKILLed (its whole process group) once the epoch-1 checkpoint is on disk and started again;
-it must resume from the checkpoint and end with the uninterrupted ``ddp-2`` weights.
+SIGKILLed (the launcher and every worker, which torchrun starts in sessions of their own) once
+the epoch-1 checkpoint is on disk, and started again; it must resume from the checkpoint
+(epoch 2 alone is trained) and end with the uninterrupted ``ddp-2`` weights.
 
 Rerun: ``.venv/bin/python benchmarks/ddp_training.py --n 10000 --epochs 2 --repeats 2 --json
 benchmarks/results/ddp_training.json``.
@@ -19,6 +20,7 @@ benchmarks/results/ddp_training.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -39,7 +41,8 @@ DEFENSE = "pgd:eps=0.1,steps=7,step_size=0.03"
 
 
 def train_command(kind: str, out: Path, n: int, epochs: int) -> tuple[list[str], dict]:
-    args = ["-m", "gibbon.cli", "train", "--arch", "madry-cnn", "--dataset", "mnist", "--n", str(n), "--epochs",
+    # --n-train, not --n: torchrun's own parser reads "--n" as an ambiguous prefix of its options
+    args = ["-m", "gibbon.cli", "train", "--arch", "madry-cnn", "--dataset", "mnist", "--n-train", str(n), "--epochs",
             str(epochs), "--batch-size", "128", "--defense", DEFENSE, "--seed", "0", "--out", str(out)]
     if kind == "one":
         return [sys.executable, *args], {**os.environ, "OMP_NUM_THREADS": "2"}
@@ -69,6 +72,49 @@ def train_once(kind: str, out: Path, n: int, epochs: int) -> dict:
             "history": card["history"]}
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL ``pid`` and all its descendants, as a machine crash would, and wait until none is left.
+
+    Not ``os.killpg`` alone: torchrun starts each worker in a session of its own
+    (``start_new_session``), so killing the launcher's process group leaves the workers
+    training, and writing the checkpoint the rerun resumes from."""
+    victims = [pid, *descendants(pid)]
+    for victim in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{v}").exists() and "zombie" not in _state(v) for v in victims[1:]):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"processes {victims} outlived SIGKILL for 30 s")
+        time.sleep(0.1)
+    return victims
+
+
+def _state(pid: int) -> str:
+    try:
+        return "zombie" if (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z" else "live"
+    except OSError:
+        return "zombie"  # gone
+
+
 def kill_and_resume(workdir: Path, n: int, epochs: int, reference: Path, log) -> dict:
     out = workdir / "killed.safetensors"
     command, env = train_command("ddp-2", out, n, epochs)
@@ -79,8 +125,9 @@ def kill_and_resume(workdir: Path, n: int, epochs: int, reference: Path, log) ->
     while proc.poll() is None and not ckpt.exists():
         time.sleep(0.1)
     time.sleep(1.0)  # into epoch 2
-    os.killpg(proc.pid, signal.SIGKILL)
+    victims = kill_tree(proc.pid)
     proc.wait()
+    log(f"  SIGKILLed the launcher and its {len(victims) - 1} descendants at once")
     killed_after = time.perf_counter() - t0
     saved_epoch = int(torch.load(ckpt, weights_only=True)["epoch"])
     log(f"  killed after {killed_after:.1f} s, checkpoint at epoch {saved_epoch}")
@@ -92,9 +139,11 @@ def kill_and_resume(workdir: Path, n: int, epochs: int, reference: Path, log) ->
     a, b = load_file(out), load_file(reference)
     gap = max(float((a[k] - b[k]).abs().max()) for k in a)
     history = json.loads(out.with_suffix(".json").read_text())["history"]
-    log(f"  resumed run {rerun:.1f} s; largest weight gap to the uninterrupted ddp-2 run {gap:.2e}")
+    log(f"  resumed run {rerun:.1f} s (its epoch 2: {history[-1]['seconds']:.1f} s); largest weight gap to the "
+        f"uninterrupted ddp-2 run {gap:.2e}")
     return {"killed_after_s": killed_after, "checkpoint_epoch": saved_epoch, "rerun_s": rerun,
-            "max_weight_gap": gap, "epochs_in_history": [e["epoch"] for e in history]}
+            "max_weight_gap": gap, "epochs_in_history": [e["epoch"] for e in history],
+            "resumed_epoch_seconds": history[-1]["seconds"], "killed_processes": len(victims)}
 
 
 def main() -> None:

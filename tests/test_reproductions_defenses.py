@@ -27,3 +27,22 @@ def test_reproduction_meets_its_targets(target_id):
     rows = TARGETS[target_id].run(seed=0, device="cpu")
     failed = [r for r in rows if not r["ok"]]
     assert rows and not failed, f"rows that missed their target: {failed}; all: {rows}"
+
+
+def test_vat_recipes():
+    """The authors' recipe: 50,000 updates over the 50k split, lr x 0.9 after every 500 updates;
+    the budget recipe keeps the cache key models were trained under before recipes existed."""
+    n = 50_000
+    assert vat.AUTHORS.steps(n) == 50_000 and vat.BUDGET.steps(n) == 3_920
+    lr = vat.AUTHORS.schedule(n)
+    steps_per_epoch = 200
+    assert lr(1 / steps_per_epoch) == pytest.approx(2e-3)
+    assert lr(499 / steps_per_epoch) == pytest.approx(2e-3)
+    assert lr(501 / steps_per_epoch) == pytest.approx(2e-3 * 0.9)
+    assert lr(250) == pytest.approx(2e-3 * 0.9 ** 100)
+    budget, _ = vat._config(1.0, vat.BUDGET, 0)
+    assert budget == {"net": "miyato-mlp-1200-600-300-150", "dataset": "mnist", "defense": budget["defense"],
+                      "epochs": 20, "batch_size": 256, "lr": 2e-3, "decay": 0.8, "seed": 0}
+    authors, _ = vat._config(1.0, vat.AUTHORS, 0)
+    assert authors["recipe"]["decay_every_steps"] == 500 and "curve_every" not in authors["recipe"]
+    assert "labelled_batch_size=100" in authors["defense"]

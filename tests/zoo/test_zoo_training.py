@@ -201,3 +201,42 @@ def test_accuracy_restores_mode(digits):
     model.train()
     acc = accuracy(model, val, batch_size=50)
     assert 0.0 <= acc <= 1.0 and model.training
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(4, momentum=0.3),
+                               torch.nn.ReLU(), torch.nn.Linear(4, 2), torch.nn.BatchNorm1d(2))
+
+
+def test_recalibrate_batch_norm_gives_the_population_statistics():
+    from gibbon.zoo import recalibrate_batch_norm
+
+    net = _bn_net()
+    x = torch.randn(1000, 3) * 2.0 + 5.0
+    net.train()
+    net(torch.randn(64, 3))  # running stats now follow a batch far from x
+    net.eval()
+    assert recalibrate_batch_norm(net, x, batch_size=100) == 2
+    bn = net[2]
+    with torch.no_grad():
+        h = net[0](x)  # dropout stayed in eval mode: the statistics are those of the test-time network
+    assert torch.allclose(bn.running_mean, h.mean(0), atol=1e-5)
+    # the plain average of 10 batch variances (unbiased), not an exponential average
+    batch_vars = torch.stack([h[i:i + 100].var(0, unbiased=True) for i in range(0, 1000, 100)])
+    assert torch.allclose(bn.running_var, batch_vars.mean(0), rtol=1e-4)
+    assert bn.momentum == 0.3 and net[5].momentum == 0.1  # put back
+    assert not net.training and not any(m.training for m in net.modules())
+
+
+def test_recalibrate_batch_norm_keeps_weights_and_modes():
+    from gibbon.zoo import recalibrate_batch_norm
+
+    net = _bn_net().train()
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    recalibrate_batch_norm(net, torch.randn(301, 3), batch_size=100)  # a last batch of 1 is skipped
+    assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items() if k in weights)
+    assert all(m.training for m in net.modules())  # train mode as it was
+    assert recalibrate_batch_norm(torch.nn.Linear(3, 2), torch.randn(10, 3)) == 0  # nothing to do
+    with pytest.raises(GibbonInputError, match="at least 2"):
+        recalibrate_batch_norm(net, torch.randn(1, 3))

@@ -12,10 +12,10 @@ from gibbon.zoo.architectures import ARCHITECTURES, build
 from gibbon.zoo.cache import list_cached, trained
 from gibbon.zoo.foreign import load_onnx_torch, load_timm, load_torchvision, normalize
 from gibbon.zoo.io import load, load_user_model, save
-from gibbon.zoo.training import FitResult, accuracy, fit
+from gibbon.zoo.training import FitResult, accuracy, fit, recalibrate_batch_norm
 
 __all__ = [
-    "ARCHITECTURES", "build", "fit", "FitResult", "accuracy",
+    "ARCHITECTURES", "build", "fit", "FitResult", "accuracy", "recalibrate_batch_norm",
     "save", "load", "load_user_model", "trained", "list_cached",
     "load_onnx_torch", "load_torchvision", "load_timm", "normalize",
 ]

@@ -1,4 +1,5 @@
-"""Seeded, resumable training loop (:func:`fit`) and clean accuracy (:func:`accuracy`)."""
+"""Seeded, resumable training loop (:func:`fit`), clean accuracy (:func:`accuracy`) and BatchNorm
+recalibration (:func:`recalibrate_batch_norm`)."""
 
 from __future__ import annotations
 
@@ -82,6 +83,50 @@ def accuracy(model: nn.Module, dataset, batch_size: int = 500) -> float:
     finally:
         model.train(was_training)
     return correct / n
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(model: nn.Module, x: torch.Tensor, *, batch_size: int = 250) -> int:
+    """Recompute every BatchNorm layer's running mean and variance as the plain average of the
+    batch statistics over ``x`` (in mini-batches of ``batch_size``); returns the number of layers.
+
+    Miyato et al.'s VAT code does this after training ("finetune batch stat", arXiv:1704.03976):
+    during training the running averages follow whichever batches passed through in train mode
+    (in semi-supervised VAT the 100 labelled images dominate them), so the test-time statistics
+    are recomputed over the whole unlabelled set. Only the BatchNorm layers run in train mode;
+    dropout and everything else stay in eval mode, so the statistics are those of the network
+    used at test time. Weights are untouched; momentum and the model's mode are put back.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+        >>> recalibrate_batch_norm(net, torch.randn(100, 3) + 5.0, batch_size=50)
+        1
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        return 0
+    if len(x) < 2 or batch_size < 2:
+        raise GibbonInputError(f"recalibrate_batch_norm needs at least 2 inputs and batch_size >= 2 (a batch "
+                               f"variance), got {len(x)} inputs and batch_size {batch_size!r}")
+    device = model_device(model)
+    modes = {m: m.training for m in model.modules()}
+    momenta = [m.momentum for m in layers]
+    model.eval()
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: every batch weighs the same
+            m.train()
+        for i in range(0, len(x), batch_size):
+            batch = x[i:i + batch_size]
+            if len(batch) >= 2:
+                model(batch.to(device))
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        for m, mode in modes.items():
+            m.training = mode
+    return len(layers)
 
 
 @torch.no_grad()
