@@ -54,7 +54,7 @@ def test_softmax_regression_is_recovered_exactly_in_d_plus_1_queries(softmax_vic
     oracle = Oracle(victim)
     result = extract_softmax_regression(oracle, (1, 8, 8), 10)
     assert oracle.total == D + 1 == result.queries
-    assert extraction_error(result, softmax_victim[1].weight, softmax_victim[1].bias) < 1e-4  # measured 3e-5 / 5e-5
+    assert extraction_error(result, softmax_victim[1].weight, softmax_victim[1].bias) < 3e-4  # float32 rounding: 3e-5 / 5e-5 on AMD EPYC, 1.3e-4 / 1.2e-4 on Intel Xeon
     assert result.residual < 1e-6 and result.saturated == 0 and result.underdetermined == ()
     assert result.weight.shape == (10, D) and bool((result.weight[-1] == 0).all()) and float(result.bias[-1]) == 0
     assert fidelity(result.model, softmax_victim, digits[1].x) == 1.0

@@ -3,6 +3,7 @@ real data set is not available offline): the colour photo pipeline runs end to e
 
 from __future__ import annotations
 
+import math
 import json
 
 import torch
@@ -27,4 +28,7 @@ def test_survival_table_on_cifar10_format_files(monkeypatch, tmp_path):
     assert result["dataset"] == "cifar10" and result["n"] == 16
     assert len(result["rows"]) >= 2 * 3  # every attack at every eps (plus the EOT rows)
     assert {row["attack"] for row in result["rows"]} >= {"fgsm", "bim", "illc"}
-    assert all(row["survival"] is None or 0 <= row["survival"] <= 1 for row in result["rows"])
+    # undefined (None / NaN) where no image was counted: on 16 images some rows count none on some CPUs
+    assert all(row["survival"] is None or math.isnan(row["survival"]) or 0 <= row["survival"] <= 1
+               for row in result["rows"])
+    assert any(row["survival"] is not None and not math.isnan(row["survival"]) for row in result["rows"])
