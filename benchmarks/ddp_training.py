@@ -101,18 +101,19 @@ def kill_tree(pid: int) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{v}").exists() and "zombie" not in _state(v) for v in victims[1:]):
+    while any(_alive(v) for v in victims[1:]):
         if time.monotonic() > deadline:
             raise SystemExit(f"processes {victims} outlived SIGKILL for 30 s")
         time.sleep(0.1)
     return victims
 
 
-def _state(pid: int) -> str:
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (dead, waiting for its parent to reap it)."""
     try:
-        return "zombie" if (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z" else "live"
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
-        return "zombie"  # gone
+        return False  # gone
 
 
 def kill_and_resume(workdir: Path, n: int, epochs: int, reference: Path, log) -> dict:

@@ -54,14 +54,16 @@ class Recipe:
     recalibrate: bool = False
     curve_every: int = 0  # epochs between two test-error readings (0: none)
 
+    def steps_per_epoch(self, n_train: int) -> int:
+        return math.ceil(n_train / self.unlabelled_batch)
+
     def steps(self, n_train: int) -> int:
-        return self.epochs * math.ceil(n_train / self.unlabelled_batch)
+        return self.epochs * self.steps_per_epoch(n_train)
 
     def schedule(self, n_train: int):
         if self.decay == "linear":
             return _LinearDecay(self.lr, self.epochs, self.decay_fraction)
-        steps_per_epoch = math.ceil(n_train / self.unlabelled_batch)
-        return _StepDecay(self.lr, self.decay_every_steps / steps_per_epoch, self.decay_factor)
+        return _StepDecay(self.lr, self.decay_every_steps / self.steps_per_epoch(n_train), self.decay_factor)
 
 
 #: Our CPU budget: 20 passes (3,920 steps) with 64 labelled + 256 unlabelled images a step,
@@ -135,15 +137,15 @@ def _config(alpha: float, recipe: Recipe, seed: int) -> tuple[dict, object]:
     return config, defense
 
 
-def _test_errors(model, train, test, recalibrate: bool) -> dict:
+def _test_errors(model, train, test, recipe: Recipe) -> dict:
     """Test error as the model stands, and (``recalibrate``) after its BatchNorm statistics are
     recomputed over the training images, on a copy."""
     from gibbon import zoo
 
     out = {"test_error": 1 - zoo.accuracy(model, test)}
-    if recalibrate:
+    if recipe.recalibrate:
         twin = copy.deepcopy(model)
-        zoo.recalibrate_batch_norm(twin, train.x, batch_size=250)
+        zoo.recalibrate_batch_norm(twin, train.x, batch_size=recipe.unlabelled_batch)
         out["test_error_recalibrated"] = 1 - zoo.accuracy(twin, test)
     return out
 
@@ -174,8 +176,8 @@ def _trained(alpha: float, *, seed: int, device: str, recipe: Recipe = BUDGET, l
         def read_curve(epoch: int, _entry: dict) -> None:  # epoch: 1-based, as fit counts them
             if not recipe.curve_every or epoch % recipe.curve_every or any(c["epoch"] == epoch for c in curve):
                 return
-            point = {"epoch": epoch, "steps": epoch * math.ceil(len(train) / recipe.unlabelled_batch),
-                     **_test_errors(model, train, test, recipe.recalibrate)}
+            point = {"epoch": epoch, "steps": epoch * recipe.steps_per_epoch(len(train)),
+                     **_test_errors(model, train, test, recipe)}
             curve.append(point)
             write_json_atomic(curve_path, curve)
             if log:
