@@ -13,7 +13,8 @@ test images. This script separates what differs from the paper's reading:
   validation splits together) with no guard, as Wong et al.'s MNIST script trains.
 
 Rerun: ``.venv/bin/python benchmarks/fast_at_gap.py --seeds 0 1 2 --full-train --json
-benchmarks/results/fast_at_gap.json`` (about 25 min on 2 cores).
+benchmarks/results/fast_at_gap.json`` (38 min with ``--threads 1``; results in
+docs/reproduction.md, the fast-AT note).
 """
 
 from __future__ import annotations

@@ -247,6 +247,10 @@ def miyato2018_vat_semisupervised_authors(seed=0, device="cpu") -> list:
     :func:`miyato2018_vat_semisupervised`; the baseline is the same loop with ``alpha=0``.
     Errors on the 10,000 test images; the VAT run's test error every 2,000 updates is kept in
     its model card (``curve``).
+
+    Measured (seed 0, one CPU thread, stopped after 30,000 updates): the error falls to 18.4%
+    after 6,000 updates, then rises to 61% by 16,000 and stays there, with or without the
+    BatchNorm recalibration; so this target does not reproduce the paper yet.
     """
     from gibbon import data
     from gibbon import zoo
@@ -259,7 +263,8 @@ def miyato2018_vat_semisupervised_authors(seed=0, device="cpu") -> list:
     return [
         _row("labels-only baseline test error (100 labels, same loop, BN recalibrated)", "not stated", base_err,
              "report", True),
-        # no pass mark yet: this setting has not been run to its end here (about an hour on one thread)
+        # no pass mark: measured here (seed 0) the run collapses, 18.4% error after 6,000 updates and
+        # 61% from 16,000 on (docs/reproduction.md); a mark waits until that is understood
         _row("VAT test error (100 labels, the authors' 50,000 updates, BN recalibrated)", "1.36%", vat_err,
              "record", True),
         _row("VAT test error before the BatchNorm recalibration", "-", vat_card["test_error_before_recalibration"],
