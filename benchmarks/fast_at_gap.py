@@ -10,7 +10,8 @@ test images. This script separates what differs from the paper's reading:
 * **training seed**: seeds 0.. (``--seeds``), each a cached :func:`fast_mnist_model` (gibbon's
   50,000-image train split, early-stopping guard on: 56 s of training on 2 cores);
 * **training set**: ``--full-train`` adds, per seed, the paper's 60,000 images (gibbon's train and
-  validation splits together) with no guard, as Wong et al.'s MNIST script trains.
+  validation splits together) with no guard, as Wong et al.'s MNIST script trains
+  (``fast_mnist_model(train_60k=True)``).
 
 Rerun: ``.venv/bin/python benchmarks/fast_at_gap.py --seeds 0 1 2 --full-train --json
 benchmarks/results/fast_at_gap.json`` (38 min with ``--threads 1``; results in
@@ -20,7 +21,6 @@ docs/reproduction.md, the fast-AT note).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
@@ -32,33 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 PAPER_CLEAN, PAPER_PGD = 0.9850, 0.8877
-
-
-def full_train_model(seed: int, log):
-    """Wong et al.'s MNIST recipe on 60,000 images (train + val splits), no early-stopping guard;
-    cached in the zoo cache like :func:`fast_mnist_model`."""
-    from gibbon import data as gdata
-    from gibbon import zoo
-    from gibbon.defenses.fast import MNIST_RECIPE, FastTraining
-    from gibbon.zoo.cache import cache_root
-
-    path = cache_root() / f"wong-net-fast-mnist-eps0.3-v2-train60k-seed{seed}" / "model.safetensors"
-    if not path.exists():
-        train, val = gdata.load("mnist", "train"), gdata.load("mnist", "val")
-        both = dataclasses.replace(train, x=torch.cat([train.x, val.x]), y=torch.cat([train.y, val.y]))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = zoo.build("wong-net", both)
-        start = time.perf_counter()
-        FastTraining(eps=MNIST_RECIPE["eps"], step_size=MNIST_RECIPE["step_size"]).fit(
-            model, both, **MNIST_RECIPE["fit"], seed=seed, progress=False,
-            checkpoint_dir=path.parent / "checkpoints")
-        model.eval()
-        zoo.save(model, path, {"seed": seed, "defense": "fast-at (arXiv:2001.03994)",
-                               "training": {**MNIST_RECIPE, "data": "mnist train + val (60k)", "early_stopping": None},
-                               "train_seconds": time.perf_counter() - start}, dataset=both)
-        log(f"  trained seed {seed} on 60k in {time.perf_counter() - start:.0f} s")
-    return zoo.load(path)
 
 
 def pgd_50x10(model, test, seed: int) -> torch.Tensor:
@@ -118,7 +91,7 @@ def main() -> None:
     for seed in args.seeds:
         rows.append(measure("train-50k", fast_mnist_model(seed=seed).eval(), test, seed, log))
         if args.full_train:
-            rows.append(measure("train-60k", full_train_model(seed, log).eval(), test, seed, log))
+            rows.append(measure("train-60k", fast_mnist_model(seed=seed, train_60k=True).eval(), test, seed, log))
     result = {"settings": {"eps": 0.3, "attack": "PGD-50 x 10 restarts, step 0.01", "seeds": args.seeds,
                            "threads": args.threads},
               "paper": {"clean": PAPER_CLEAN, "pgd_50x10": PAPER_PGD}, "machine": common.machine_info(),

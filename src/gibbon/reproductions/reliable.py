@@ -11,6 +11,7 @@ arXiv:2003.01690) -- and that the numbers are near the papers'.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -23,17 +24,18 @@ PAPER = {"clean": 0.9850, "pgd50x10": 0.8877, "autoattack": 0.8293}
 CLEAN_FLOOR, ROBUST_SLACK = 0.975, 0.05
 
 
-def model_path(seed: int = 0, cache_dir=None, step_size: float = 0.375):
+def model_path(seed: int = 0, cache_dir=None, step_size: float = 0.375, train_60k: bool = False):
     """Where the fast-trained wong-net lives in the zoo cache."""
     from gibbon.zoo.cache import cache_root
 
     step = "" if step_size == 0.375 else f"-step{step_size}"
     # "v2": trained with the unclipped random start; the v1 models (clipped start) overfit catastrophically
-    return cache_root(cache_dir) / f"wong-net-fast-mnist-eps{EPS}{step}-v2-seed{seed}" / "model.safetensors"
+    data = "-train60k" if train_60k else ""
+    return cache_root(cache_dir) / f"wong-net-fast-mnist-eps{EPS}{step}-v2{data}-seed{seed}" / "model.safetensors"
 
 
 def fast_mnist_model(seed: int = 0, device="cpu", progress: bool = False, cache_dir=None,
-                     step_size: float = 0.375):
+                     step_size: float = 0.375, train_60k: bool = False):
     """The wong-net trained with fast adversarial training on MNIST (trained once, then cached).
 
     Settings (Wong et al. 2020's MNIST recipe, see :mod:`gibbon.defenses.fast`): eps 0.3, step
@@ -41,7 +43,9 @@ def fast_mnist_model(seed: int = 0, device="cpu", progress: bool = False, cache_
     batch 100, Adam, gibbon's ``"cyclic"`` lr (0 -> 5e-3 at epoch 4 -> 0), on gibbon's
     50,000-image MNIST train split (the paper: 60,000), with Wong et al.'s early stopping
     against catastrophic overfitting (PGD-10 on the first 500 validation images after every
-    epoch; the best epoch is kept if a later one drops > 20 points).
+    epoch; the best epoch is kept if a later one drops > 20 points). ``train_60k`` trains as
+    Wong et al.'s MNIST script does instead: on all 60,000 images (train and validation splits
+    together), so with no early stopping (cached apart).
     """
     import shutil
 
@@ -50,13 +54,16 @@ def fast_mnist_model(seed: int = 0, device="cpu", progress: bool = False, cache_
     from gibbon.defenses.fast import MNIST_RECIPE, FastTraining
     from gibbon.zoo.cache import _lock
 
-    path = model_path(seed, cache_dir, step_size)
+    path = model_path(seed, cache_dir, step_size, train_60k)
     if not (path.exists() and path.with_suffix(".json").exists()):
         path.parent.mkdir(parents=True, exist_ok=True)
         with _lock(path.parent / ".lock"):
             if not (path.exists() and path.with_suffix(".json").exists()):
                 train = gdata.load("mnist", "train")
                 val = gdata.load("mnist", "val")
+                if train_60k:  # the guard's validation images become training images: no guard
+                    train = dataclasses.replace(train, x=torch.cat([train.x, val.x]), y=torch.cat([train.y, val.y]))
+                    val = None
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     model = zoo.build("wong-net", train)
@@ -71,8 +78,9 @@ def fast_mnist_model(seed: int = 0, device="cpu", progress: bool = False, cache_
                 test = gdata.load("mnist", "test")
                 zoo.save(model, path, {
                     "seed": seed, "epochs": kept_epoch, "defense": "fast-at (arXiv:2001.03994)",
-                    "training": {**MNIST_RECIPE, "step_size": step_size, "objective": "fast_objective", "data": "mnist train (50k)",
-                                 "early_stopping": "PGD-10 eps 0.3 on 500 val images, drop > 0.2"},
+                    "training": {**MNIST_RECIPE, "step_size": step_size, "objective": "fast_objective",
+                                 "data": "mnist train + val (60k)" if train_60k else "mnist train (50k)",
+                                 "early_stopping": None if train_60k else "PGD-10 eps 0.3 on 500 val images, drop > 0.2"},
                     "early_stopped": stopped, "kept_epoch": kept_epoch,
                     "train_seconds": seconds, "val_accuracy": next((h["val_accuracy"] for h in history if h["epoch"] == kept_epoch), None),
                     "clean_test_accuracy": zoo.accuracy(model, test), "history": history,
